@@ -1,0 +1,219 @@
+"""Files a stage leaves behind, written so that a kill at any moment loses nothing done.
+
+Commit protocol (DESIGN.md "Commit"): a shard is written under a temporary name in the
+same directory, fsynced, renamed to its final name, and only then recorded in the stage's
+`manifest.json` (which is itself replaced atomically). The manifest entry, with the shard's
+sha256, document count and byte size, is the only proof that a shard is done: a file with
+the right name but no entry is an orphan of a killed run and is deleted before the task is
+redone. Only the driver writes the manifest; workers write shards and return their entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.documents import Document, Rejected, doc_schema, rejected_schema
+
+TMP_MARK = ".tmp-"
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
+ROWS_PER_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A committed file: its path relative to the stage directory, and how to check it."""
+
+    path: str
+    sha256: str
+    docs: int
+    bytes: int
+
+
+def tmp_path_for(final: Path) -> Path:
+    """A unique temporary name beside `final`, so two attempts never share a file."""
+    return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """fsync `tmp`, rename it over `final`, fsync the directory."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = tmp_path_for(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    commit_file(tmp, path)
+
+
+def commit_artifact(stage_dir: Path, tmp: Path, final: Path, docs: int = 0) -> FileEntry:
+    """Commit a file written by a task (a model, a tokenizer) and describe it for the manifest."""
+    commit_file(tmp, final)
+    return FileEntry(
+        path=final.relative_to(stage_dir).as_posix(),
+        sha256=sha256_file(final),
+        docs=docs,
+        bytes=final.stat().st_size,
+    )
+
+
+class ParquetShardWriter:
+    """Streams rows into Parquet shards, rotating to a new file every `max_docs` documents.
+
+    Rows are buffered `ROWS_PER_BATCH` at a time, so memory is bounded by the batch, not
+    the shard. Shards are named by `name_for(index)`; a shard is committed when it is full
+    or when the writer closes. Zero documents still commit one (empty) shard, so every task
+    leaves proof that it ran.
+    """
+
+    def __init__(
+        self,
+        stage_dir: Path,
+        subdir: str,
+        name_for: Callable[[int], str],
+        schema: pa.Schema,
+        max_docs: int | None = None,
+    ):
+        self.stage_dir = stage_dir
+        self.directory = stage_dir / subdir
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.name_for = name_for
+        self.schema = schema
+        self.max_docs = max_docs
+        self.entries: list[FileEntry] = []
+        self._rows: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._docs_in_shard = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._open()
+        self._rows.append(row)
+        self._docs_in_shard += 1
+        if len(self._rows) >= ROWS_PER_BATCH:
+            self._flush()
+        if self.max_docs is not None and self._docs_in_shard >= self.max_docs:
+            self._commit()
+
+    def close(self) -> list[FileEntry]:
+        if self._writer is None and not self.entries:
+            self._open()
+        if self._writer is not None:
+            self._commit()
+        return self.entries
+
+    def abort(self) -> None:
+        """Drop the shard in progress (on an exception): its temp file must not linger."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def _open(self) -> None:
+        final = self.directory / self.name_for(len(self.entries))
+        self._tmp = tmp_path_for(final)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, **PARQUET_OPTIONS)
+        self._docs_in_shard = 0
+
+    def _flush(self) -> None:
+        if self._rows:
+            table = pa.Table.from_pylist(self._rows, schema=self.schema)
+            self._writer.write_table(table, row_group_size=ROWS_PER_BATCH)
+            self._rows = []
+
+    def _commit(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._writer = None
+        final = self.directory / self.name_for(len(self.entries))
+        self.entries.append(commit_artifact(self.stage_dir, self._tmp, final, self._docs_in_shard))
+        self._tmp = None
+
+
+class DocShardWriter:
+    """Kept documents to `shards/`, rejected ones to `rejected/`, with the same shard names."""
+
+    def __init__(
+        self,
+        stage_dir: Path,
+        stage_name: str,
+        name_for: Callable[[int], str],
+        score_columns: dict[str, pa.DataType],
+        max_docs: int | None = None,
+    ):
+        self.stage_name = stage_name
+        self.kept = ParquetShardWriter(
+            stage_dir, "shards", name_for, doc_schema(score_columns), max_docs
+        )
+        self.rejected = ParquetShardWriter(
+            stage_dir, "rejected", name_for, rejected_schema(score_columns), max_docs
+        )
+
+    def keep(self, doc: Document) -> None:
+        self.kept.write(doc.to_row())
+
+    def reject(self, rejected: Rejected) -> None:
+        row = rejected.doc.to_row()
+        row.update(
+            stage=self.stage_name,
+            reason=rejected.reason,
+            error=rejected.error,
+            outcome=rejected.outcome,
+        )
+        self.rejected.write(row)
+
+    def close(self) -> list[FileEntry]:
+        return self.kept.close() + self.rejected.close()
+
+    def abort(self) -> None:
+        self.kept.abort()
+        self.rejected.abort()
+
+
+def read_doc_shard(path: Path | str, batch_size: int = ROWS_PER_BATCH) -> Iterable[Document]:
+    """Stream the documents of one doc shard, one record batch in memory at a time."""
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            yield Document.from_row(row)
+
+
+def shard_schema(path: Path | str) -> pa.Schema:
+    return pq.read_schema(path)
+
+
+def entry_to_dict(entry: FileEntry) -> dict[str, Any]:
+    return asdict(entry)

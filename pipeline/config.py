@@ -1,0 +1,177 @@
+"""The run config: one YAML file, loaded with `yaml.safe_load` into strict typed models.
+
+    name: demo                    # run name
+    run_dir: runs/demo            # optional, default runs/<name>
+    executor: {kind: local}       # or {kind: dask, workers: 2, scheduler: tcp://host:8786}
+    stages:
+      ingest:                     # the stage's name: its directory in the run dir
+        kind: ingest              # which stage class (stages/__init__.py lists them)
+        params: {paths: [data/*.jsonl]}
+      clean:
+        kind: filter
+        inputs: [ingest]          # names of upstream stages
+        max_error_fraction: 0.05  # fail the stage above this share of failed documents
+        params: {min_chars: 200}
+
+Every mistake is reported before anything runs, as `FILE: stage 'NAME': KEY: problem`:
+unknown keys, wrong types, an unknown stage kind, an input that names no stage, a cycle,
+a stage name given twice. Relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.stage import Params
+
+
+class ConfigError(ValueError):
+    """A config mistake; the message names the file, the stage and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ExecutorConfig(Strict):
+    kind: Literal["local", "dask"] = "local"
+    workers: int = Field(default=2, ge=1)
+    scheduler: str | None = None  # tcp://host:port of an existing dask scheduler
+
+
+class StageConfig(Strict):
+    kind: str
+    inputs: list[str] = []
+    params: dict[str, Any] = {}
+    max_error_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    run_dir: str | None = None
+    executor: ExecutorConfig = ExecutorConfig()
+    stages: dict[str, StageConfig]
+
+
+class LoadedStage:
+    """A stage config with its params validated against its kind's `Params` model."""
+
+    def __init__(self, name: str, config: StageConfig, stage_class: type, params: Params):
+        self.name = name
+        self.config = config
+        self.stage_class = stage_class
+        self.params = params
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.config.inputs
+
+
+class Config:
+    """A validated run: the top-level settings and the stages in DAG order."""
+
+    def __init__(self, path: Path, run: RunConfig, stages: dict[str, LoadedStage]):
+        self.path = path
+        self.run = run
+        self.stages = stages  # in topological order
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.run_dir or f"runs/{self.run.name}")
+
+
+def _duplicate_keys(node: yaml.Node, path: str = "") -> list[str]:
+    """Keys given twice anywhere in the document (plain YAML silently keeps the last one)."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            where = f"{path}.{key}" if path else str(key)
+            if key in seen:
+                what = f"stage '{key}' is defined twice" if path == "stages" else f"{where}: key given twice"
+                found.append(f"line {key_node.start_mark.line + 1}: {what}")
+            seen.add(key)
+            found += _duplicate_keys(value_node, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{path}[{i}]")
+    return found
+
+
+def _format_pydantic(prefix: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = e.get("input")
+        shown = "" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{prefix}{key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and order a run config; raise ConfigError on any mistake."""
+    from stages import stage_class_for  # stages import pipeline; import here, not at top
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        duplicates = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if duplicates:
+        raise ConfigError(f"{path}: " + f"\n{path}: ".join(duplicates))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'name' and 'stages'")
+
+    raw_stages = raw.get("stages")
+    if isinstance(raw_stages, dict):
+        for name, stage in raw_stages.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"{path}: stage name {name!r} must be a string")
+            try:
+                StageConfig.model_validate(stage)
+            except ValidationError as err:
+                raise ConfigError(_format_pydantic(f"{path}: stage '{name}': ", err)) from None
+    try:
+        run = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_pydantic(f"{path}: ", err)) from None
+    if not run.stages:
+        raise ConfigError(f"{path}: stages: at least one stage is needed")
+
+    loaded: dict[str, LoadedStage] = {}
+    for name, stage in run.stages.items():
+        where = f"{path}: stage '{name}'"
+        try:
+            stage_class = stage_class_for(stage.kind)
+        except KeyError as exc:
+            raise ConfigError(f"{where}: kind: {exc.args[0]}") from None
+        try:
+            params = stage_class.Params.model_validate(stage.params)
+        except ValidationError as err:
+            raise ConfigError(_format_pydantic(f"{where}: params.", err)) from None
+        for inp in stage.inputs:
+            if inp not in run.stages:
+                raise ConfigError(f"{where}: inputs: '{inp}' is not a stage in this config")
+            if inp == name:
+                raise ConfigError(f"{where}: inputs: a stage cannot read its own output")
+        loaded[name] = LoadedStage(name, stage, stage_class, params)
+
+    from pipeline.dag import topological_order
+
+    order = topological_order({n: s.inputs for n, s in loaded.items()}, where=str(path))
+    return Config(path, run, {n: loaded[n] for n in order})

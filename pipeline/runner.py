@@ -1,0 +1,312 @@
+"""Runs a config: stages in DAG order, each skipped, resumed or run from scratch.
+
+For each stage the driver computes its cache key and reads `manifest.json`:
+- same key and `complete`: skipped (nothing is read or written);
+- same key, not complete (a killed run): files not in the manifest and temp files are
+  deleted, and only the tasks without a manifest entry run;
+- another key, no manifest, or `--force`: the stage directory is wiped and all tasks run.
+After each task the driver checks the funnel invariant and records the task's files in the
+manifest. When all tasks are in, it checks the error budget, writes `stats.json` and marks
+the manifest complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import MANIFEST, STATS, TMP_MARK, write_json_atomic
+from pipeline.config import Config, LoadedStage
+from pipeline.dag import ancestors, cache_key, descendants
+from pipeline.stage import Counts, Stage, StageInput, Task, TaskResult
+from pipeline.status import RUN_FILE
+
+log = logging.getLogger("lmforge")
+
+MANIFEST_VERSION = 1
+
+
+class StageFailed(RuntimeError):
+    """A stage could not complete; the message names the stage, shard and first errors."""
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "skipped", "ran" or "resumed"
+    cache_key: str
+    counts: Counts
+
+
+class Manifest:
+    """A stage's `manifest.json`: its cache key, completion flag and one entry per task."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def load(cls, stage_dir: Path) -> Manifest | None:
+        import json
+
+        path = stage_dir / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            log.warning("%s: unreadable manifest, the stage will run again", path)
+            return None
+        if data.get("manifest_version") != MANIFEST_VERSION:
+            return None
+        return cls(path, data)
+
+    @classmethod
+    def new(cls, stage_dir: Path, name: str, kind: str, version: int, key: str) -> Manifest:
+        return cls(
+            stage_dir / MANIFEST,
+            {
+                "manifest_version": MANIFEST_VERSION,
+                "stage": name,
+                "kind": kind,
+                "stage_version": version,
+                "cache_key": key,
+                "complete": False,
+                "tasks": {},
+            },
+        )
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        return self.data["tasks"]
+
+    def files(self) -> list[str]:
+        return sorted(f["path"] for t in self.tasks.values() for f in t["files"])
+
+    def record(self, task: Task, result: TaskResult) -> None:
+        self.tasks[task.name] = {
+            "files": [vars(f) for f in result.files],
+            "counts": result.counts.to_dict(),
+            "seconds": round(result.seconds, 4),
+            "first_errors": result.first_errors,
+            "info": result.info,
+        }
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+def stage_input(run_dir: Path, name: str) -> StageInput:
+    stage_dir = run_dir / name
+    manifest = Manifest.load(stage_dir)
+    if manifest is None or not manifest.data["complete"]:
+        raise StageFailed(f"stage '{name}': its output is not complete in {stage_dir}")
+    return StageInput(
+        name=name,
+        kind=manifest.data["kind"],
+        directory=stage_dir.resolve(),
+        files=tuple(str((stage_dir / p).resolve()) for p in manifest.files()),
+    )
+
+
+def build_stage(run_dir: Path, spec: LoadedStage) -> Stage:
+    return spec.stage_class(spec.name, spec.params, (run_dir / spec.name).resolve())
+
+
+def stage_cache_keys(config: Config) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for name, spec in config.stages.items():
+        stage = build_stage(config.run_dir, spec)
+        keys[name] = cache_key(
+            spec.config.kind,
+            spec.stage_class.version,
+            spec.params.model_dump(mode="json"),
+            stage.fingerprint(),
+            [keys[i] for i in spec.inputs],
+        )
+    return keys
+
+
+def run_config(
+    config: Config,
+    executor: Any,
+    force: list[str] | None = None,
+    until: str | None = None,
+    run_dir: Path | None = None,
+) -> list[StageOutcome]:
+    """Run (or skip) every stage of `config`; return what happened to each."""
+    if run_dir is not None:
+        config.run.run_dir = str(run_dir)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    graph = {n: s.inputs for n, s in config.stages.items()}
+    for name in [*(force or []), *([until] if until else [])]:
+        if name not in graph:
+            raise StageFailed(f"{config.path}: no stage named '{name}' (stages: {', '.join(graph)})")
+    forced = descendants(graph, force or [])
+    selected = ancestors(graph, until) if until else set(graph)
+    keys = stage_cache_keys(config)
+    write_json_atomic(run_dir / RUN_FILE, {
+        "name": config.name,
+        "config": str(config.path),
+        "stages": list(config.stages),
+        "cache_keys": keys,
+    })
+
+    outcomes = []
+    for name, spec in config.stages.items():
+        if name not in selected:
+            continue
+        outcomes.append(
+            _run_stage(config, spec, keys[name], executor, name in forced)
+        )
+    return outcomes
+
+
+def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
+               forced: bool) -> StageOutcome:
+    run_dir = config.run_dir
+    stage_dir = run_dir / spec.name
+    manifest = Manifest.load(stage_dir)
+    if manifest and manifest.data["cache_key"] == key and manifest.data["complete"] and not forced:
+        log.info("stage %s: up to date, skipped", spec.name)
+        return StageOutcome(spec.name, "skipped", key, _total(manifest))
+
+    if manifest is None or manifest.data["cache_key"] != key or forced:
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        manifest = Manifest.new(stage_dir, spec.name, spec.config.kind,
+                                spec.stage_class.version, key)
+        status = "ran"
+    else:
+        status = "resumed"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    _remove_uncommitted(stage_dir, manifest)
+
+    stage = build_stage(run_dir, spec)
+    inputs = [stage_input(run_dir, i) for i in spec.inputs]
+    tasks = stage.tasks(inputs)
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise StageFailed(f"stage '{spec.name}': task names are not unique: {names}")
+    pending = [t for t in tasks if t.name not in manifest.tasks]
+    log.info(
+        "stage %s (%s): %d tasks, %d to run on %s executor",
+        spec.name, spec.config.kind, len(tasks), len(pending), executor.name,
+    )
+    manifest.save()
+
+    start = time.perf_counter()
+    progress = _Progress(spec.name, len(tasks), len(tasks) - len(pending))
+    try:
+        for task, result in executor.map(stage, pending):
+            if stage.doc_stage and not result.counts.balanced():
+                raise StageFailed(
+                    f"stage '{spec.name}', shard '{task.name}': accounting does not balance: "
+                    f"{result.counts.to_dict()}"
+                )
+            manifest.record(task, result)
+            manifest.save()
+            progress.update(result.counts.n_in)
+    finally:
+        progress.close()
+    wall = time.perf_counter() - start
+
+    total = _total(manifest)
+    _check_error_budget(spec, manifest, total)
+    stats = _stats(spec, manifest, total, wall, executor)
+    write_json_atomic(stage_dir / STATS, stats)
+    manifest.data["complete"] = True
+    manifest.save()
+    log.info(
+        "stage %s: in %d, kept %d, dropped %d, errors %d (%.1fs)",
+        spec.name, total.n_in, total.kept, sum(total.dropped.values()),
+        sum(total.errors.values()), wall,
+    )
+    return StageOutcome(spec.name, status, key, total)
+
+
+def _remove_uncommitted(stage_dir: Path, manifest: Manifest) -> None:
+    """Delete temp files and files no manifest entry vouches for (a killed run's leftovers)."""
+    committed = set(manifest.files())
+    for path in stage_dir.rglob("*"):
+        if not path.is_file() or path.parent == stage_dir:
+            continue  # manifest, stats and logs live at the top of the stage directory
+        rel = path.relative_to(stage_dir).as_posix()
+        if TMP_MARK in path.name or rel not in committed:
+            path.unlink()
+    for path in stage_dir.glob(f"*{TMP_MARK}*"):
+        path.unlink()
+
+
+def _total(manifest: Manifest) -> Counts:
+    total = Counts()
+    for entry in manifest.tasks.values():
+        total.add(Counts.from_dict(entry["counts"]))
+    return total
+
+
+def _check_error_budget(spec: LoadedStage, manifest: Manifest, total: Counts) -> None:
+    failed = sum(total.errors.values())
+    if not total.n_in or failed / total.n_in <= spec.config.max_error_fraction:
+        return
+    shards = [(n, t) for n, t in sorted(manifest.tasks.items()) if t["counts"]["errors"]]
+    firsts = [e for _, t in shards for e in t["first_errors"]][:5]
+    raise StageFailed(
+        f"stage '{spec.name}': {failed} of {total.n_in} documents failed "
+        f"({failed / total.n_in:.1%} > max_error_fraction {spec.config.max_error_fraction}); "
+        f"shards with errors: {', '.join(n for n, _ in shards[:10])}; first errors:\n  "
+        + "\n  ".join(firsts)
+    )
+
+
+def _stats(spec: LoadedStage, manifest: Manifest, total: Counts, wall: float,
+           executor: Any) -> dict[str, Any]:
+    task_seconds = sum(t["seconds"] for t in manifest.tasks.values())
+    return {
+        "stage": spec.name,
+        "kind": spec.config.kind,
+        **total.to_dict(),
+        "tasks": len(manifest.tasks),
+        "wall_seconds": round(wall, 4),
+        "task_seconds": round(task_seconds, 4),
+        "docs_per_second": round(total.n_in / wall, 2) if wall > 0 else None,
+        "docs_per_second_per_core": round(total.n_in / task_seconds, 2) if task_seconds else None,
+        "mb_per_second_per_core": (
+            round(total.bytes_in / 1e6 / task_seconds, 3) if task_seconds else None
+        ),
+        "executor": executor.name,
+        "workers": executor.workers,
+        "shards": {n: t["counts"] for n, t in sorted(manifest.tasks.items())},
+    }
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain log lines every few seconds otherwise."""
+
+    def __init__(self, name: str, total: int, done: int):
+        self.name, self.total, self.done, self.docs = name, total, done, 0
+        self.last_log = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty() and total > 1:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=name, unit="task", leave=False)
+
+    def update(self, docs: int) -> None:
+        self.done += 1
+        self.docs += docs
+        if self.bar is not None:
+            self.bar.update(1)
+        elif time.monotonic() - self.last_log > 5:
+            self.last_log = time.monotonic()
+            log.info("stage %s: %d/%d tasks, %d docs", self.name, self.done, self.total, self.docs)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

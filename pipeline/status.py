@@ -1,0 +1,73 @@
+"""`lmforge status`: the funnel of a run directory, as a table or as JSON.
+
+JSON schema (stable; `schema_version` changes if it does):
+
+    {"schema_version": 1, "run_dir": str, "stages": [
+        {"stage": str, "kind": str, "state": "complete" | "partial",
+         "tasks_done": int, "in": int, "kept": int,
+         "dropped": {reason: int}, "errors": {reason: int},
+         "wall_seconds": float | null, "docs_per_second": float | null}, ...]}
+
+Stages are listed in the order of the last run's DAG (`run.json`), else by name.
+Counts come from the manifests, so a partial stage shows what its committed shards hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import MANIFEST, STATS
+from pipeline.stage import Counts
+
+RUN_FILE = "run.json"
+
+
+def run_status(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    order_file = run_dir / RUN_FILE
+    names = json.loads(order_file.read_text())["stages"] if order_file.exists() else []
+    names += sorted(p.parent.name for p in run_dir.glob(f"*/{MANIFEST}") if p.parent.name not in names)
+    stages = []
+    for name in names:
+        manifest_path = run_dir / name / MANIFEST
+        if not manifest_path.exists():
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        total = Counts()
+        for task in manifest["tasks"].values():
+            total.add(Counts.from_dict(task["counts"]))
+        stats_path = run_dir / name / STATS
+        stats = json.loads(stats_path.read_text()) if manifest["complete"] and stats_path.exists() else {}
+        counts = total.to_dict()
+        stages.append({
+            "stage": name,
+            "kind": manifest["kind"],
+            "state": "complete" if manifest["complete"] else "partial",
+            "tasks_done": len(manifest["tasks"]),
+            "in": counts["in"],
+            "kept": counts["kept"],
+            "dropped": counts["dropped"],
+            "errors": counts["errors"],
+            "wall_seconds": stats.get("wall_seconds"),
+            "docs_per_second": stats.get("docs_per_second"),
+        })
+    return {"schema_version": 1, "run_dir": str(run_dir), "stages": stages}
+
+
+def format_status(status: dict[str, Any]) -> str:
+    header = f"{'stage':<18} {'kind':<16} {'state':<9} {'in':>10} {'kept':>10} {'dropped':>9} {'errors':>7} {'wall s':>8} {'docs/s':>10}"
+    lines = [f"run: {status['run_dir']}", header, "-" * len(header)]
+    for s in status["stages"]:
+        wall = f"{s['wall_seconds']:.2f}" if s["wall_seconds"] is not None else "-"
+        rate = f"{s['docs_per_second']:,.0f}" if s["docs_per_second"] is not None else "-"
+        lines.append(
+            f"{s['stage']:<18} {s['kind']:<16} {s['state']:<9} {s['in']:>10,} {s['kept']:>10,} "
+            f"{sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} {wall:>8} {rate:>10}"
+        )
+        for outcome in ("dropped", "errors"):
+            for reason, n in sorted(s[outcome].items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"{'':<18} {outcome[:-1] if outcome == 'errors' else 'drop'}: {reason:<40} {n:>10,}")
+    return "\n".join(lines)

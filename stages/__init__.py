@@ -1,0 +1,26 @@
+"""Stage kinds: one module and one class each. Config `kind:` names map to them here.
+
+Modules are imported only when a config uses their kind, so a stage's optional
+dependencies (fastText, trafilatura, ...) are needed only by runs that use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+STAGE_KINDS: dict[str, str] = {
+    "ingest": "stages.ingest:Ingest",
+    "filter": "stages.filter:Filter",
+}
+
+
+def stage_class_for(kind: str) -> type:
+    """The class behind a config `kind`; KeyError with the known kinds if there is none."""
+    try:
+        target = STAGE_KINDS[kind]
+    except KeyError:
+        raise KeyError(
+            f"unknown stage kind {kind!r} (known: {', '.join(sorted(STAGE_KINDS))})"
+        ) from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
