@@ -120,8 +120,6 @@ def _format_pydantic(prefix: str, err: ValidationError) -> str:
 
 def load_config(path: str | Path) -> Config:
     """Read, validate and order a run config; raise ConfigError on any mistake."""
-    from stages import stage_class_for  # stages import pipeline; import here, not at top
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -134,6 +132,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if duplicates:
         raise ConfigError(f"{path}: " + f"\n{path}: ".join(duplicates))
+    return config_from_dict(raw, path)
+
+
+def config_from_dict(raw: Any, path: str | Path = "<config>") -> Config:
+    """Validate and order a config given as a plain dict (as YAML would load it)."""
+    from stages import stage_class_for  # stages import pipeline; import here, not at top
+
+    path = Path(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'name' and 'stages'")
 

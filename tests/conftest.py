@@ -1,0 +1,31 @@
+"""Shared test fixtures: small configs written to a temp dir and run through the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config dict as YAML under tmp_path; return its path."""
+
+    def write(config: dict[str, Any], name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
+
+
+def shard_bytes(stage_dir: Path) -> dict[str, bytes]:
+    """Every committed output file of a stage (shards and rejected), by relative path."""
+    return {
+        p.relative_to(stage_dir).as_posix(): p.read_bytes()
+        for sub in ("shards", "rejected")
+        for p in sorted((stage_dir / sub).glob("*"))
+        if p.is_file()
+    }
