@@ -177,7 +177,10 @@ def config_from_dict(raw: Any, path: str | Path = "<config>") -> Config:
                 raise ConfigError(f"{where}: inputs: a stage cannot read its own output")
         loaded[name] = LoadedStage(name, stage, stage_class, params)
 
-    from pipeline.dag import topological_order
+    from pipeline.dag import CycleError, topological_order
 
-    order = topological_order({n: s.inputs for n, s in loaded.items()}, where=str(path))
+    try:
+        order = topological_order({n: s.inputs for n, s in loaded.items()}, where=str(path))
+    except CycleError as exc:
+        raise ConfigError(str(exc)) from None
     return Config(path, run, {n: loaded[n] for n in order})

@@ -217,6 +217,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         progress.close()
     wall = time.perf_counter() - start
 
+    _remove_uncommitted(stage_dir, manifest)  # leftovers of attempts that died on a worker
     total = _total(manifest)
     _check_error_budget(spec, manifest, total)
     stats = _stats(spec, manifest, total, wall, executor)

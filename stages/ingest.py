@@ -115,6 +115,7 @@ class Ingest(DocStage):
             for index, raw in enumerate(f):
                 if not raw.strip():
                     continue
+                raw = raw.rstrip(b"\r\n")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
