@@ -11,6 +11,8 @@ import importlib
 STAGE_KINDS: dict[str, str] = {
     "ingest": "stages.ingest:Ingest",
     "filter": "stages.filter:Filter",
+    "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
+    "tokenize": "stages.tokenize:Tokenize",
 }
 
 
