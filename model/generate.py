@@ -1,0 +1,64 @@
+"""Sampling from a ``Transformer`` with a KV cache.
+
+The prompt is run once (prefill), then one token at a time, each step attending to the
+cached keys and values. Sampling order: temperature, then top-k, then top-p (nucleus) on
+what is left; temperature 0 means greedy argmax. ``generate`` yields tokens as they are
+produced so a caller can stream text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from model.llama import KVCache, Transformer
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids, shape (B,), from last-position logits of shape (B, vocab)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass before it already reaches top_p; the first always stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+             generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield the next token ids (shape (B,)) for a prompt of shape (B, T), one step at a time.
+
+    Stops after ``max_new_tokens`` or once every sequence has produced ``eos_id``. Sequences
+    that finished early keep receiving ``eos_id``.
+    """
+    model.eval()
+    batch, prompt_len = prompt.shape
+    if prompt_len >= model.config.max_seq_len:
+        raise ValueError(f"prompt of {prompt_len} tokens leaves no room within max_seq_len {model.config.max_seq_len}")
+    # The last sampled token is never fed back, hence the -1.
+    max_len = min(prompt_len + max_new_tokens - 1, model.config.max_seq_len)
+    cache = KVCache(model.config, batch, max(max_len, prompt_len), prompt.device, next(model.parameters()).dtype)
+    logits = model(prompt, cache=cache, pos=0)[:, -1]
+    finished = torch.zeros(batch, dtype=torch.bool, device=prompt.device)
+    for pos in range(prompt_len, prompt_len + max_new_tokens):
+        token = sample_next(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            token = token.masked_fill(finished, eos_id)
+            finished |= token == eos_id
+        yield token
+        if pos >= max_len or (eos_id is not None and bool(finished.all())):
+            return
+        logits = model(token[:, None], cache=cache, pos=pos)[:, -1]
