@@ -54,8 +54,9 @@ def write_corpus(root: Path, files: int = 3) -> Path:
 
 def pipeline_config(corpus: Path, run_dir: Path, shard_size: int = 40,
                     tokenizer: dict[str, Any] | None = None,
-                    tokenize: dict[str, Any] | None = None) -> dict[str, Any]:
-    """ingest -> train_tokenizer (-> tokenize when its params are given)."""
+                    tokenize: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ingest -> train_tokenizer, then one tokenize stage per entry of `tokenize`
+    (stage name -> params)."""
     stages: dict[str, Any] = {
         "ingest": {
             "kind": "ingest",
@@ -68,7 +69,6 @@ def pipeline_config(corpus: Path, run_dir: Path, shard_size: int = 40,
             "params": {"vocab_size": 600, "heldout_bytes": 4000, **(tokenizer or {})},
         },
     }
-    if tokenize is not None:
-        stages["tokens"] = {"kind": "tokenize", "inputs": ["ingest", "tokenizer"],
-                            "params": tokenize}
+    for name, params in (tokenize or {}).items():
+        stages[name] = {"kind": "tokenize", "inputs": ["ingest", "tokenizer"], "params": params}
     return {"name": "tok-test", "run_dir": str(run_dir), "stages": stages}
