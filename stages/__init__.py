@@ -13,6 +13,7 @@ STAGE_KINDS: dict[str, str] = {
     "filter": "stages.filter:Filter",
     "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokenize:Tokenize",
+    "crawl": "stages.crawl:Crawl",
 }
 
 

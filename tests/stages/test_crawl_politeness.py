@@ -1,0 +1,220 @@
+"""The crawler against a local server: robots.txt cases, spacing, body cap, redirects.
+
+`RouteServer` (also used by the other crawl tests) serves a dict of routes on 127.0.0.1
+and logs every request with its arrival time, so tests assert on what the server saw.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline import run
+
+
+def page(title: str, links: list[str] = (), body: str = "") -> tuple[int, dict, bytes]:
+    anchors = "".join(f'<a href="{href}">{href}</a> ' for href in links)
+    html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1>" \
+           f"<p>{body or title}</p>{anchors}</body></html>"
+    return 200, {"Content-Type": "text/html; charset=utf-8"}, html.encode()
+
+
+def redirect(location: str, status: int = 301) -> tuple[int, dict, bytes]:
+    return status, {"Location": location, "Content-Type": "text/html"}, b"moved"
+
+
+class RouteServer:
+    """routes: path -> (status, headers, body); unknown paths answer 404."""
+
+    def __init__(self, routes: dict):
+        self.routes = routes
+        self.log: list[tuple[str, float]] = []
+        self.user_agents: set[str] = set()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                server.log.append((self.path, time.monotonic()))
+                server.user_agents.add(self.headers.get("User-Agent", ""))
+                route = server.routes.get(self.path)
+                if callable(route):
+                    route = route(self)
+                status, headers, body = route or (404, {"Content-Type": "text/html"}, b"nope")
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.log]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def crawl_config(tmp_path: Path, seeds: list[str], **params) -> dict:
+    base = dict(seeds=seeds, contact_url="https://example.org/lmforge-crawler",
+                delay_seconds=0.0, allow_private=True, max_depth=5)
+    base.update(params)
+    return {"name": "crawltest", "run_dir": str(tmp_path / "run"),
+            "stages": {"crawl": {"kind": "crawl", "max_error_fraction": 1.0, "params": base}}}
+
+
+def crawl_stats(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "run" / "crawl" / "stats.json").read_text())
+
+
+def test_robots_disallow_is_obeyed_and_counted(tmp_path):
+    routes = {
+        "/robots.txt": (200, {"Content-Type": "text/plain"},
+                        b"User-agent: *\nDisallow: /private/\nAllow: /private/open\n"),
+        "/": page("home", ["/a", "/private/secret", "/private/open"]),
+        "/a": page("a"),
+        "/private/secret": page("secret"),
+        "/private/open": page("open"),
+    }
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"]))
+    assert "/private/secret" not in srv.paths()
+    assert srv.paths().count("/robots.txt") == 1  # cached per host
+    assert sorted(srv.paths()) == ["/", "/a", "/private/open", "/robots.txt"]
+    stats = crawl_stats(tmp_path)
+    assert stats["kept"] == 3
+    assert stats["dropped"] == {"robots_disallowed": 1}
+    assert all("lmforge-crawler/1.0 (+https://example.org/lmforge-crawler)" == ua
+               for ua in srv.user_agents)
+
+
+def test_robots_404_allows_everything(tmp_path):
+    routes = {"/": page("home", ["/x"]), "/x": page("x")}
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"]))
+    assert sorted(srv.paths()) == ["/", "/robots.txt", "/x"]
+    assert crawl_stats(tmp_path)["kept"] == 2
+
+
+def test_robots_500_disallows_everything(tmp_path):
+    routes = {"/robots.txt": (503, {"Content-Type": "text/plain"}, b"down"),
+              "/": page("home", ["/x"])}
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/", srv.base + "/x"]))
+    assert srv.paths() == ["/robots.txt"]
+    stats = crawl_stats(tmp_path)
+    assert stats["kept"] == 0
+    assert stats["dropped"] == {"robots_unavailable": 2}
+
+
+def test_robots_redirect_chain_is_followed(tmp_path):
+    routes = {
+        "/robots.txt": redirect("/r1"),
+        "/r1": redirect("/r2", 302),
+        "/r2": redirect("/real-robots.txt", 307),
+        "/real-robots.txt": (200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /no\n"),
+        "/": page("home", ["/no", "/yes"]),
+        "/yes": page("yes"),
+        "/no": page("no"),
+    }
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"]))
+    assert "/no" not in srv.paths()
+    assert "/yes" in srv.paths()
+    assert crawl_stats(tmp_path)["dropped"] == {"robots_disallowed": 1}
+
+
+def test_per_host_spacing_is_at_least_the_delay(tmp_path):
+    n = 6
+    routes = {"/": page("home", [f"/p{i}" for i in range(n)])}
+    routes.update({f"/p{i}": page(f"p{i}") for i in range(n)})
+    delay = 0.25
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], delay_seconds=delay, workers=4))
+    times = [t for _, t in srv.log]
+    assert len(times) == n + 2  # robots, home, pages
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # Server-side arrival times; 5 ms covers the scheduling jitter of the measurement.
+    assert min(gaps) >= delay - 0.005, gaps
+
+
+def test_crawl_delay_from_robots_raises_the_spacing(tmp_path):
+    routes = {"/robots.txt": (200, {}, b"User-agent: *\nCrawl-delay: 0.3\n"),
+              "/": page("home", ["/a", "/b"]), "/a": page("a"), "/b": page("b")}
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], delay_seconds=0.0))
+    times = [t for _, t in srv.log]
+    assert min(b - a for a, b in zip(times[1:], times[2:])) >= 0.3 - 0.005
+
+
+def test_body_cap_and_gzip_bomb(tmp_path):
+    bomb = gzip.compress(b"\0" * 20_000_000)  # 20 MB of zeros in ~20 KB
+    routes = {
+        "/": page("home", ["/big", "/bomb", "/declared", "/ok"]),
+        "/big": (200, {"Content-Type": "text/html"}, b"<p>" + b"x" * 300_000),
+        "/bomb": (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, bomb),
+        "/declared": (200, {"Content-Type": "text/html", "Content-Length": "999999999"}, b""),
+        "/ok": (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"},
+                gzip.compress(page("ok")[2])),
+    }
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], max_bytes_per_page=100_000))
+    stats = crawl_stats(tmp_path)
+    assert stats["kept"] == 2  # home and the gzipped /ok
+    assert stats["dropped"] == {"too_large": 3}
+
+
+def test_redirect_limit_and_content_types(tmp_path):
+    routes = {f"/hop{i}": redirect(f"/hop{i + 1}") for i in range(10)}
+    routes["/"] = page("home", ["/hop0", "/image.png"])
+    routes["/image.png"] = (200, {"Content-Type": "image/png"}, b"\x89PNG....")
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], max_redirects=3))
+    requested = srv.paths()
+    assert [p for p in requested if p.startswith("/hop")] == ["/hop0", "/hop1", "/hop2", "/hop3"]
+    stats = crawl_stats(tmp_path)
+    assert stats["dropped"] == {"redirect": 4, "too_many_redirects": 1, "content_type": 1}
+    assert stats["kept"] == 1
+
+
+def test_scope_depth_and_max_pages(tmp_path):
+    routes = {
+        "/": page("home", ["/d1", "http://other.invalid/x", "/skip/me", "ftp://h/f"]),
+        "/d1": page("d1", ["/d2"]),
+        "/d2": page("d2", ["/d3"]),
+        "/d3": page("d3"),
+    }
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], max_depth=2, exclude=["/skip/"]))
+    assert "/d3" not in srv.paths()
+    stats = crawl_stats(tmp_path)
+    assert stats["kept"] == 3
+    assert stats["dropped"] == {"out_of_scope": 2, "refused:scheme": 1, "too_deep": 1}
+    assert stats["in"] == 7
+
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path / "b", [srv.base + "/"], max_pages=2))
+    stats = crawl_stats(tmp_path / "b")
+    assert stats["kept"] == 2  # / and /d1; then /skip/me and /d2 are never requested
+    assert stats["dropped"] == {"max_pages": 2, "out_of_scope": 1, "refused:scheme": 1}
