@@ -14,6 +14,7 @@ STAGE_KINDS: dict[str, str] = {
     "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokenize:Tokenize",
     "crawl": "stages.crawl:Crawl",
+    "ingest_warc": "stages.ingest_warc:IngestWarc",
 }
 
 
