@@ -1,0 +1,207 @@
+"""Checkpoints on disk: safetensors only, written atomically, the newest complete one found on resume.
+
+A checkpoint is a directory ``ROOT/step-00001234/`` holding
+
+- ``model.safetensors``: the weights (a tied output head is stored once, as the embedding);
+- ``model.json``: the ``ModelConfig``, so a checkpoint rebuilds its model alone;
+- ``trainer_state.safetensors``: optimizer moments and RNG states, as tensors;
+- ``trainer_state.json``: step, scheduler, data position, run config, optimizer hyper-parameters;
+- ``tokenizer.json`` when the training data came with one.
+
+Everything is written into a hidden temp directory, each file fsynced, then the directory is
+renamed into place and its parent fsynced. A directory named ``step-<8 digits>`` therefore is
+complete by construction; anything else under ROOT (temp dirs of a killed run) is ignored.
+
+Nothing here unpickles. ``torch.load`` is only ever called with ``weights_only=True`` (for
+HF ``pytorch_model.bin`` files), and a file in a safetensors slot that holds a pickle or a
+``torch.save`` zip is refused with ``UnsafeCheckpointError`` before anything reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model.llama import ModelConfig, Transformer
+
+CHECKPOINT_NAME = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or unreadable; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file that would need unpickling to load."""
+
+
+def _looks_pickled(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # Pickle protocol 2+ starts with the PROTO opcode 0x80; torch.save writes a zip archive.
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a pickle payload is refused, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if _looks_pickled(path):
+        raise UnsafeCheckpointError(f"{path}: holds a pickle payload (torch.save format), not safetensors; "
+                                    "refusing to load it because unpickling can run arbitrary code")
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save`` file of plain tensors, through ``torch.load(weights_only=True)``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(f"{path}: contains objects other than tensors; refusing to unpickle "
+                                    f"it (weights_only=True rejected it: {str(e).splitlines()[0]})") from None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def model_weights(model: Transformer | dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """The tensors to save: contiguous CPU copies, a tied output head left out."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()
+            if not (tied and k == "output.weight")}
+
+
+def load_model_weights(model: Transformer, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``weights`` into ``model``; every parameter must be present with its shape."""
+    expected = model_weights(model, model.config.tie_embeddings)
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, "
+                                  f"the model expects {tuple(expected[name].shape)}")
+    model.load_state_dict(weights, strict=False)
+
+
+def _flatten_optimizer(optimizer_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """A name-keyed optimizer state dict as flat tensors plus JSON-able param groups."""
+    tensors = {}
+    for name, per_param in optimizer_state["state"].items():
+        for key, value in per_param.items():
+            tensors[f"optimizer/{name}/{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
+    return tensors, optimizer_state["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict[str, Any]:
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            name, field = key[len("optimizer/"):].rsplit("/", 1)
+            state.setdefault(name, {})[field] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in param_groups]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(root: str | Path, state: dict[str, Any], model_config: ModelConfig,
+                    tokenizer: Path | None = None, keep: int = 3) -> Path:
+    """Write ``state`` (a ``Trainer.state_dict()``) as checkpoint ``state["step"]``, atomically,
+    then delete all but the newest ``keep`` checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state['step']:08d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    optimizer_tensors, param_groups = _flatten_optimizer(state["optimizer"])
+    rng = {f"rng/{k}": v for k, v in state["rng"].items()}
+    rest = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+    save_file(model_weights(state["model"], model_config.tie_embeddings), tmp / "model.safetensors",
+              metadata={"format": "pt"})
+    save_file({**optimizer_tensors, **rng}, tmp / "trainer_state.safetensors")
+    (tmp / "model.json").write_text(json.dumps(dataclasses.asdict(model_config), indent=2))
+    (tmp / "trainer_state.json").write_text(json.dumps({**rest, "param_groups": param_groups}, indent=2))
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if final.exists():
+        # The same step written again (a re-run over an existing out_dir): replace it whole.
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync(root)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The ``Trainer.state_dict()`` saved in checkpoint directory ``path``."""
+    path = Path(path)
+    for name in ("model.safetensors", "model.json", "trainer_state.safetensors", "trainer_state.json"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: incomplete checkpoint, {name} is missing")
+    meta = json.loads((path / "trainer_state.json").read_text())
+    tensors = load_safetensors(path / "trainer_state.safetensors")
+    weights = load_safetensors(path / "model.safetensors")
+    config = ModelConfig(**json.loads((path / "model.json").read_text()))
+    if config.tie_embeddings:
+        weights["output.weight"] = weights["tok_embeddings.weight"]
+    param_groups = meta.pop("param_groups")
+    return {**meta, "model": weights, "optimizer": _unflatten_optimizer(tensors, param_groups),
+            "rng": {k[len("rng/"):]: v for k, v in tensors.items() if k.startswith("rng/")}}
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory itself, or the newest one under a checkpoints root or run dir."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        found = latest_checkpoint(root)
+        if found is not None:
+            return found
+    raise CheckpointError(f"{path}: no model.safetensors and no complete step-* checkpoint under it")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Rebuild the model of a checkpoint (see ``resolve_checkpoint`` for ``path``)."""
+    ckpt = resolve_checkpoint(path)
+    config = ModelConfig(**json.loads((ckpt / "model.json").read_text()))
+    model = Transformer(config)
+    load_model_weights(model, load_safetensors(ckpt / "model.safetensors"), ckpt / "model.safetensors")
+    return model.to(device)

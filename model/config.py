@@ -1,0 +1,147 @@
+"""The training config: strict dataclasses loaded from YAML.
+
+Three sections, ``model`` (``ModelConfig`` from ``model/llama.py``), ``data`` and ``train``;
+every key has a default, so a preset names only what it changes. An unknown key, a value of
+the wrong type or a value out of range is an error that names the file and the key, raised
+before anything is built. Relative paths are taken from the current directory (run from the
+repository root).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.llama import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A config that does not fit the schema; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from: a token-shard directory, or text files tokenized per character."""
+
+    dir: str | None = None  # folder of train-*.bin / val-*.bin (model/data.py)
+    text_files: list[str] | None = None  # character-level path (model/char_text.py)
+    val_fraction: float = 0.1  # character-level path only: last fraction of the text
+    seq_len: int = 256
+    sampling: str = "random"  # "random" windows or "sequential" packing
+
+    def __post_init__(self) -> None:
+        if (self.dir is None) == (self.text_files is None):
+            raise ValueError("set exactly one of dir (token shards) and text_files (character level)")
+        if self.sampling not in ("random", "sequential"):
+            raise ValueError(f"sampling must be 'random' or 'sequential', got {self.sampling!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing. Batch sizes are per rank and micro-step."""
+
+    out_dir: str = "runs/train"
+    batch_size: int = 8
+    grad_accum_steps: int = 1
+    max_steps: int = 1000
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
+    eval_every: int = 100  # 0 disables periodic validation
+    eval_batches: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 500  # 0: only at the end
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 5  # consecutive non-finite steps before halting
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda when available, else cpu
+    precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    compile: bool = False
+    parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (FSDP2 fully_shard)
+    resume: bool = True  # continue from the newest complete checkpoint in out_dir
+    peak_flops: float | None = None  # for MFU; None: known GPUs only
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "keep_checkpoints", "max_bad_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(dir="data"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(value, inner, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is an int subclass; a YAML `true` where a number belongs is a mistake.
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly; ``where`` prefixes every error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(names)})")
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = from_dict(hints[key], value, _join(where, key))
+        else:
+            kwargs[key] = _check_type(value, hints[key], _join(where, key))
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse a YAML training config; errors name ``path`` and the offending key."""
+    import yaml  # only the config file needs it; the model runs without
+
+    text = Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    return from_dict(RunConfig, data, f"{path}:")
