@@ -11,6 +11,11 @@ import importlib
 STAGE_KINDS: dict[str, str] = {
     "ingest": "stages.ingest:Ingest",
     "filter": "stages.filter:Filter",
+    "exact_dedup": "stages.exact_dedup:ExactDedup",
+    "minhash_signatures": "stages.minhash_signatures:MinhashSignatures",
+    "minhash_buckets": "stages.minhash_buckets:MinhashBuckets",
+    "minhash_clusters": "stages.minhash_clusters:MinhashClusters",
+    "minhash_filter": "stages.minhash_filter:MinhashFilter",
     "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokenize:Tokenize",
     "crawl": "stages.crawl:Crawl",

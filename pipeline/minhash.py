@@ -1,0 +1,383 @@
+"""Deduplication math shared by the dedup stages: normalization, MinHash, LSH bands, clusters.
+
+Everything here works on whole Arrow/numpy batches, never one Python object per word, which
+is what makes the signature phase an order of magnitude faster than per-document MinHash.
+
+Choices that decide the output (change one and every signature changes):
+- Normalization (`normalize_texts`): Unicode lowercase, then every run of characters that
+  are not letters, digits or combining marks becomes one space. So case, punctuation and
+  whitespace differences vanish; accents and non-Latin scripts are kept. Words are what
+  lies between spaces (scripts written without spaces count as one word per run).
+- Word hash: a position-weighted sum of the word's UTF-8 bytes with per-position 64-bit odd
+  weights, mod 2^64, then the splitmix64 finalizer. Vectorized over Arrow buffers; the
+  same word hashes the same in any batch, on any machine.
+- Shingles: word `ngram`s (a document with fewer words than `ngram` is one shingle of all
+  its words; a document with no words has none and is never a near-duplicate). Each
+  shingle hashes to 32 bits.
+- Permutations: multiply-add-shift, h_k(x) = ((a_k * x + b_k) mod 2^64) >> 32 with random
+  64-bit a_k (odd), b_k from `seed` — Dietzfelbinger's strongly universal family for
+  32-bit keys, computed in 64-bit numpy arithmetic. Signatures are uint32.
+- LSH: `bands` x `rows` taken from the threshold by datasketch's optimum (weighted false
+  positive + false negative area) unless given. A band key is a 64-bit mix of its rows.
+- Candidate pairs: within a group of documents sharing a band key, each member is paired
+  with the group's smallest document reference (a star, linear in the group size).
+- Document references are `shard_index << 32 | row`: the smallest reference in a cluster
+  is the document that comes first in corpus order, which is the one every stage keeps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
+from pipeline.stage import StageInput
+
+NON_WORD = r"[^\p{L}\p{N}\p{M}]+"
+SHINGLE_CHUNK = 16384  # shingles per permutation block: num_perm x this x 8 bytes of scratch
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def doc_ref(shard_index: int, rows: np.ndarray) -> np.ndarray:
+    """Corpus-order references of rows of one shard (uint64)."""
+    return (np.uint64(shard_index) << np.uint64(32)) | rows.astype(np.uint64)
+
+
+def ref_shard(refs: np.ndarray) -> np.ndarray:
+    return (refs >> np.uint64(32)).astype(np.int64)
+
+
+def ref_row(refs: np.ndarray) -> np.ndarray:
+    return (refs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer: a bijective 64-bit mixer (uint64 in, uint64 out)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def normalize_texts(texts: pa.Array) -> pa.Array:
+    """Lowercased texts in which `words_of` finds exactly the normalized words.
+
+    ASCII documents (most of the web) take a byte-table path: Arrow's ASCII lowercase here,
+    and `words_of` treats every ASCII byte but [a-z0-9] as a separator, which is what the
+    Unicode regex would do on them, at a fraction of its cost. Only documents with
+    non-ASCII characters pay for the Unicode lowercase and regex.
+    """
+    texts = texts.cast(pa.string()) if texts.type != pa.string() else texts
+    ascii_mask = pc.string_is_ascii(texts).fill_null(True)
+    if pc.all(ascii_mask).as_py() is not False:
+        return pc.ascii_lower(texts)
+    unicode_rows = np.flatnonzero(~ascii_mask.to_numpy(zero_copy_only=False))
+    ascii_rows = np.flatnonzero(ascii_mask.to_numpy(zero_copy_only=False))
+    folded = pc.replace_substring_regex(pc.utf8_lower(texts.take(unicode_rows)), NON_WORD, " ")
+    merged = pa.concat_arrays([pc.ascii_lower(texts.take(ascii_rows)), folded])
+    inverse = np.empty(len(texts), dtype=np.int64)
+    inverse[np.concatenate([ascii_rows, unicode_rows])] = np.arange(len(texts))
+    return merged.take(inverse)
+
+
+_position_weights = np.empty(0, dtype=np.uint64)
+
+
+def _weights(length: int) -> np.ndarray:
+    """Per-byte-position odd weights, a pure function of the position (cached, grown)."""
+    global _position_weights
+    if len(_position_weights) < length:
+        size = max(length, 2 * len(_position_weights), 64)
+        _position_weights = splitmix64(np.arange(size, dtype=np.uint64)) | np.uint64(1)
+    return _position_weights
+
+
+# ASCII bytes that are parts of words after normalization: a-z and 0-9. Bytes >= 0x80 are
+# parts of words too: in a normalized text every non-word character is already a space.
+_WORD_BYTE = np.zeros(256, dtype=bool)
+_WORD_BYTE[ord("a"): ord("z") + 1] = True
+_WORD_BYTE[ord("0"): ord("9") + 1] = True
+_WORD_BYTE[0x80:] = True
+
+
+def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets rebased to 0) of an Arrow string array, without copying text."""
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    n = len(strings)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[
+        strings.offset: strings.offset + n + 1
+    ].astype(np.int64)
+    data_buffer = strings.buffers()[2]
+    if data_buffer is None or n == 0:
+        return np.empty(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Hash of each non-empty byte span of `data` (spans given in order, not overlapping)."""
+    if len(starts) == 0:
+        return np.empty(0, dtype=np.uint64)
+    total = int(lengths.sum())
+    # Position of every byte inside its span, and the bytes themselves, compacted.
+    span_first = np.cumsum(lengths) - lengths
+    position = np.arange(total, dtype=np.int64) - np.repeat(span_first, lengths)
+    index = np.repeat(starts, lengths) + position
+    with np.errstate(over="ignore"):
+        terms = (data[index].astype(np.uint64) + np.uint64(1)) * _weights(int(lengths.max()))[position]
+        sums = np.add.reduceat(terms, span_first) + lengths.astype(np.uint64) * np.uint64(
+            0xD6E8FEB86659FD93
+        )
+    return splitmix64(sums)
+
+
+def hash_strings(strings: pa.Array) -> np.ndarray:
+    """A 64-bit hash of every string of an Arrow string array (nulls and "" hash to 0)."""
+    data, offsets = _string_buffers(strings)
+    lengths = np.diff(offsets)
+    out = np.zeros(len(strings), dtype=np.uint64)
+    nonempty = lengths > 0
+    out[nonempty] = _span_hashes(data, offsets[:-1][nonempty], lengths[nonempty])
+    return out
+
+
+def words_of(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of normalized texts: (hashes in document order, words per document)."""
+    data, offsets = _string_buffers(texts)
+    is_word = _WORD_BYTE[data]
+    # A word starts at a word byte whose predecessor is a separator or a document boundary.
+    edges = np.diff(np.concatenate([[False], is_word, [False]]).astype(np.int8))
+    starts = np.flatnonzero(edges[:-1] == 1)
+    ends = np.flatnonzero(edges[1:] == -1) + 1
+    # A word cannot cross a document boundary: split runs at every boundary inside them.
+    inner = np.unique(offsets[(offsets > 0) & (offsets < len(data))])
+    inner = inner[is_word[inner] & is_word[inner - 1]]
+    if len(inner):
+        starts = np.sort(np.concatenate([starts, inner]))
+        ends = np.sort(np.concatenate([ends, inner]))
+    counts = np.bincount(np.searchsorted(offsets, starts, side="right") - 1,
+                         minlength=len(texts)).astype(np.int64)
+    return _span_hashes(data, starts, ends - starts), counts
+
+
+def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, ngram: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of word n-grams per document: (hashes as uint64, shingles per document).
+
+    A document with fewer than `ngram` words gives one shingle of all its words.
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    weights = rng.integers(1, 2**63, size=ngram, dtype=np.uint64) | np.uint64(1)
+    total = len(word_hashes)
+    ends = np.repeat(np.cumsum(counts), counts)  # end (exclusive) of each word's document
+    positions = np.arange(total, dtype=np.int64)
+    padded = np.concatenate([word_hashes, np.zeros(ngram, dtype=np.uint64)])
+    acc = np.zeros(total, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(ngram):
+            inside = (positions + k) < ends
+            acc += np.where(inside, padded[k: k + total] * weights[k], np.uint64(0))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    valid = (positions + ngram <= ends) | ((positions == starts) & (ends - starts < ngram))
+    per_doc = np.where(counts >= ngram, counts - ngram + 1, np.minimum(counts, 1))
+    return splitmix64(acc[valid]) >> np.uint64(32), per_doc
+
+
+class MinHasher:
+    """MinHash signatures of many documents at once (uint32, shape (docs, num_perm))."""
+
+    def __init__(self, num_perm: int, ngram: int, seed: int):
+        self.num_perm = num_perm
+        self.ngram = ngram
+        self.seed = seed
+        rng = np.random.default_rng([seed, num_perm])
+        self.a = (rng.integers(0, 2**64, size=num_perm, dtype=np.uint64) | np.uint64(1))[:, None]
+        self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64)[:, None]
+
+    def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(signatures, shingles per document) of raw texts; empty documents are all-max."""
+        word_hashes, counts = words_of(normalize_texts(texts))
+        shingles, per_doc = shingle_hashes(word_hashes, counts, self.ngram, self.seed)
+        return self.signatures_of_shingles(shingles, per_doc), per_doc
+
+    def signatures_of_shingles(self, shingles: np.ndarray, per_doc: np.ndarray) -> np.ndarray:
+        n = len(per_doc)
+        sig = np.full((n, self.num_perm), _M64, dtype=np.uint64)
+        doc_starts = np.cumsum(per_doc) - per_doc
+        owner = np.repeat(np.arange(n), per_doc)
+        scratch = np.empty((self.num_perm, min(SHINGLE_CHUNK, max(len(shingles), 1))), np.uint64)
+        for lo in range(0, len(shingles), SHINGLE_CHUNK):
+            hi = min(lo + SHINGLE_CHUNK, len(shingles))
+            block = scratch[:, : hi - lo]
+            with np.errstate(over="ignore"):
+                np.multiply(self.a, shingles[lo:hi], out=block)
+                np.add(block, self.b, out=block)
+            # Segments of this block: each one document (a document may span blocks).
+            inner = doc_starts[(doc_starts > lo) & (doc_starts < hi) & (per_doc > 0)]
+            seg_starts = np.concatenate([[lo], inner]) - lo
+            docs = owner[seg_starts + lo]
+            partial = np.minimum.reduceat(block, seg_starts, axis=1).T
+            sig[docs] = np.minimum(sig[docs], partial)
+        # The shift commutes with the minimum, so it is applied once per signature value.
+        return (sig >> np.uint64(32)).astype(np.uint32)
+
+
+def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                  false_negative_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false positive/negative areas (datasketch's)."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """A 64-bit key per (document, band): shape (docs, bands)."""
+    n = len(signatures)
+    cube = signatures[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    weights = splitmix64(np.arange(rows, dtype=np.uint64) + np.uint64(0xB4D)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        mixed = (cube * weights).sum(axis=2, dtype=np.uint64)
+    return splitmix64(mixed)
+
+
+def candidate_pairs(band: np.ndarray, key: np.ndarray, doc: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (anchor, member) of documents sharing a band key, unique, sorted.
+
+    The anchor is the smallest reference of its group; each other member pairs with it.
+    """
+    if len(doc) == 0:
+        empty = np.empty(0, dtype=np.uint64)
+        return empty, empty
+    order = np.lexsort((doc, key, band))
+    band, key, doc = band[order], key[order], doc[order]
+    new_group = np.ones(len(doc), dtype=bool)
+    new_group[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    anchor_index = np.maximum.accumulate(np.where(new_group, np.arange(len(doc)), 0))
+    member = ~new_group & (doc != doc[anchor_index])
+    return unique_pairs(doc[anchor_index][member], doc[member])
+
+
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs sorted by a then b."""
+    if len(a) == 0:
+        return a.astype(np.uint64), b.astype(np.uint64)
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    keep = np.ones(len(a), dtype=bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep], b[keep]
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Share of equal signature values, row by row."""
+    return (sig_a == sig_b).mean(axis=1)
+
+
+def connected_clusters(a: np.ndarray, b: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union-find over pairs: (docs, kept member of each doc's cluster, cluster size).
+
+    Only documents that appear in a pair are returned, sorted; the kept member of a
+    cluster is its smallest reference (first in corpus order).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    docs, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    n = len(docs)
+    if n == 0:
+        return docs, docs.copy(), np.empty(0, dtype=np.int64)
+    rows, cols = inverse[: len(a)], inverse[len(a):]
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    # docs are sorted, so the first index of each label is the cluster's smallest reference.
+    _, first = np.unique(labels, return_index=True)
+    sizes = np.bincount(labels)
+    return docs, docs[first[labels]], sizes[labels].astype(np.int64)
+
+
+def text_fingerprints(texts: pa.Array, urls: pa.Array | None = None) -> np.ndarray:
+    """128-bit fingerprints (uint64 pairs) of normalized texts, optionally with their URLs.
+
+    Two texts get the same fingerprint when they have the same normalized word sequence
+    (the words MinHash sees): a position-weighted sum of word hashes under two weight sets.
+    """
+    word_hashes, counts = words_of(normalize_texts(texts))
+    n = len(counts)
+    first = np.cumsum(counts) - counts
+    position = np.arange(len(word_hashes), dtype=np.int64) - np.repeat(first, counts)
+    weights = _weights(int(counts.max()) if n else 0)[position]
+    sums = np.zeros((n, 2), dtype=np.uint64)
+    has_words = counts > 0
+    with np.errstate(over="ignore"):
+        for column, w in enumerate((weights, splitmix64(weights) | np.uint64(1))):
+            if has_words.any():
+                sums[has_words, column] = np.add.reduceat(word_hashes * w, first[has_words])
+            sums[:, column] += counts.astype(np.uint64) * np.uint64(0x9FB21C651E98DF25 + column)
+        if urls is not None:
+            url_hash = hash_strings(urls)
+            sums[:, 0] ^= splitmix64(url_hash)
+            sums[:, 1] ^= splitmix64(url_hash ^ np.uint64(0xA0761D6478BD642F))
+    return splitmix64(sums)
+
+
+# Files the minhash stages hand to each other. Each is written under a temporary name and
+# committed (fsync, rename, sha256) like any doc shard.
+
+DEDUP_PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=False, write_statistics=True)
+
+
+def commit_table(stage_dir: Path, final: Path, table: pa.Table,
+                 row_group_size: int | None = None) -> FileEntry:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    pq.write_table(table, tmp, row_group_size=row_group_size, **DEDUP_PARQUET_OPTIONS)
+    return commit_artifact(stage_dir, tmp, final, docs=table.num_rows)
+
+
+def commit_array(stage_dir: Path, final: Path, array: np.ndarray) -> FileEntry:
+    """An .npy file: memory-mappable, so a reader touches only the rows it needs."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    return commit_artifact(stage_dir, tmp, final, docs=len(array))
+
+
+def commit_json(stage_dir: Path, final: Path, obj: Any) -> FileEntry:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return commit_artifact(stage_dir, tmp, final)
+
+
+def input_of_kind(stage_name: str, inputs: list[StageInput], kind: str) -> StageInput:
+    """The one input of a given kind; a clear error naming the stage otherwise."""
+    found = [i for i in inputs if i.kind == kind]
+    if len(found) != 1:
+        got = ", ".join(f"{i.name} ({i.kind})" for i in inputs) or "none"
+        raise ValueError(f"stage '{stage_name}': needs exactly one input of kind '{kind}'; got {got}")
+    return found[0]
+
+
+def files_under(stage_input: StageInput, folder: str) -> list[str]:
+    return [f for f in stage_input.files if Path(f).parent.name == folder]
+
+
+def read_shards_table(stage_input: StageInput) -> dict[str, Any]:
+    """The `meta/shards.json` an upstream dedup stage committed (see minhash_buckets)."""
+    paths = [f for f in files_under(stage_input, "meta") if Path(f).name == SHARDS_TABLE]
+    if not paths:
+        raise ValueError(f"stage '{stage_input.name}': no meta/{SHARDS_TABLE} in its manifest")
+    return json.loads(Path(paths[0]).read_text())
+
+
+SHARDS_TABLE = "shards.json"
