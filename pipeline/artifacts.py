@@ -175,6 +175,7 @@ class DocShardWriter:
         max_docs: int | None = None,
     ):
         self.stage_name = stage_name
+        self.score_columns = set(score_columns)
         self.kept = ParquetShardWriter(
             stage_dir, "shards", name_for, doc_schema(score_columns), max_docs
         )
@@ -183,10 +184,10 @@ class DocShardWriter:
         )
 
     def keep(self, doc: Document) -> None:
-        self.kept.write(doc.to_row())
+        self.kept.write(self._row(doc))
 
     def reject(self, rejected: Rejected) -> None:
-        row = rejected.doc.to_row()
+        row = self._row(rejected.doc)
         row.update(
             stage=self.stage_name,
             reason=rejected.reason,
@@ -197,6 +198,16 @@ class DocShardWriter:
 
     def close(self) -> list[FileEntry]:
         return self.kept.close() + self.rejected.close()
+
+    def _row(self, doc: Document) -> dict[str, Any]:
+        # Arrow would silently drop a column the schema lacks: refuse instead.
+        if not self.score_columns.issuperset(doc.columns):
+            unknown = sorted(set(doc.columns) - self.score_columns)
+            raise ValueError(
+                f"stage '{self.stage_name}': document {doc.id!r} has columns {unknown} that "
+                "are neither declared in the stage's score_columns nor in its input shards"
+            )
+        return doc.to_row()
 
     def abort(self) -> None:
         self.kept.abort()

@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import MANIFEST, STATS, TMP_MARK, write_json_atomic
+from pipeline.artifacts import STATS, TMP_MARK, write_json_atomic
+from pipeline.manifest import Manifest
 from pipeline.config import Config, LoadedStage
 from pipeline.dag import ancestors, cache_key, descendants
 from pipeline.stage import Counts, Stage, StageInput, Task, TaskResult
 from pipeline.status import RUN_FILE
 
 log = logging.getLogger("lmforge")
-
-MANIFEST_VERSION = 1
 
 
 class StageFailed(RuntimeError):
@@ -43,68 +42,10 @@ class StageOutcome:
     counts: Counts
 
 
-class Manifest:
-    """A stage's `manifest.json`: its cache key, completion flag and one entry per task."""
-
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path = path
-        self.data = data
-
-    @classmethod
-    def load(cls, stage_dir: Path) -> Manifest | None:
-        import json
-
-        path = stage_dir / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            log.warning("%s: unreadable manifest, the stage will run again", path)
-            return None
-        if data.get("manifest_version") != MANIFEST_VERSION:
-            return None
-        return cls(path, data)
-
-    @classmethod
-    def new(cls, stage_dir: Path, name: str, kind: str, version: int, key: str) -> Manifest:
-        return cls(
-            stage_dir / MANIFEST,
-            {
-                "manifest_version": MANIFEST_VERSION,
-                "stage": name,
-                "kind": kind,
-                "stage_version": version,
-                "cache_key": key,
-                "complete": False,
-                "tasks": {},
-            },
-        )
-
-    @property
-    def tasks(self) -> dict[str, Any]:
-        return self.data["tasks"]
-
-    def files(self) -> list[str]:
-        return sorted(f["path"] for t in self.tasks.values() for f in t["files"])
-
-    def record(self, task: Task, result: TaskResult) -> None:
-        self.tasks[task.name] = {
-            "files": [vars(f) for f in result.files],
-            "counts": result.counts.to_dict(),
-            "seconds": round(result.seconds, 4),
-            "first_errors": result.first_errors,
-            "info": result.info,
-        }
-
-    def save(self) -> None:
-        write_json_atomic(self.path, self.data)
-
-
 def stage_input(run_dir: Path, name: str) -> StageInput:
     stage_dir = run_dir / name
     manifest = Manifest.load(stage_dir)
-    if manifest is None or not manifest.data["complete"]:
+    if manifest is None or not manifest.complete:
         raise StageFailed(f"stage '{name}': its output is not complete in {stage_dir}")
     return StageInput(
         name=name,
@@ -173,7 +114,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     run_dir = config.run_dir
     stage_dir = run_dir / spec.name
     manifest = Manifest.load(stage_dir)
-    if manifest and manifest.data["cache_key"] == key and manifest.data["complete"] and not forced:
+    if manifest and manifest.data["cache_key"] == key and manifest.complete and not forced:
         log.info("stage %s: up to date, skipped", spec.name)
         return StageOutcome(spec.name, "skipped", key, _total(manifest))
 
@@ -210,8 +151,13 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
                     f"stage '{spec.name}', shard '{task.name}': accounting does not balance: "
                     f"{result.counts.to_dict()}"
                 )
-            manifest.record(task, result)
-            manifest.save()
+            manifest.record(task.name, {
+                "files": [vars(f) for f in result.files],
+                "counts": result.counts.to_dict(),
+                "seconds": round(result.seconds, 4),
+                "first_errors": result.first_errors,
+                "info": result.info,
+            })
             progress.update(result.counts.n_in)
     finally:
         progress.close()
@@ -223,7 +169,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     stats = _stats(spec, manifest, total, wall, executor)
     write_json_atomic(stage_dir / STATS, stats)
     manifest.data["complete"] = True
-    manifest.save()
+    manifest.save()  # folds the journal into manifest.json
     log.info(
         "stage %s: in %d, kept %d, dropped %d, errors %d (%.1fs)",
         spec.name, total.n_in, total.kept, sum(total.dropped.values()),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import MANIFEST, STATS
+from pipeline.manifest import Manifest
 from pipeline.stage import Counts
 
 RUN_FILE = "run.json"
@@ -32,21 +33,20 @@ def run_status(run_dir: Path) -> dict[str, Any]:
     names += sorted(p.parent.name for p in run_dir.glob(f"*/{MANIFEST}") if p.parent.name not in names)
     stages = []
     for name in names:
-        manifest_path = run_dir / name / MANIFEST
-        if not manifest_path.exists():
+        manifest = Manifest.load(run_dir / name)
+        if manifest is None:
             continue
-        manifest = json.loads(manifest_path.read_text())
         total = Counts()
-        for task in manifest["tasks"].values():
+        for task in manifest.tasks.values():
             total.add(Counts.from_dict(task["counts"]))
         stats_path = run_dir / name / STATS
-        stats = json.loads(stats_path.read_text()) if manifest["complete"] and stats_path.exists() else {}
+        stats = json.loads(stats_path.read_text()) if manifest.complete and stats_path.exists() else {}
         counts = total.to_dict()
         stages.append({
             "stage": name,
-            "kind": manifest["kind"],
-            "state": "complete" if manifest["complete"] else "partial",
-            "tasks_done": len(manifest["tasks"]),
+            "kind": manifest.data["kind"],
+            "state": "complete" if manifest.complete else "partial",
+            "tasks_done": len(manifest.tasks),
             "in": counts["in"],
             "kept": counts["kept"],
             "dropped": counts["dropped"],
