@@ -11,6 +11,7 @@ import importlib
 STAGE_KINDS: dict[str, str] = {
     "ingest": "stages.ingest:Ingest",
     "filter": "stages.filter:Filter",
+    "heuristic_filter": "stages.heuristic_filter:HeuristicFilter",
     "exact_dedup": "stages.exact_dedup:ExactDedup",
     "minhash_signatures": "stages.minhash_signatures:MinhashSignatures",
     "minhash_buckets": "stages.minhash_buckets:MinhashBuckets",
