@@ -21,6 +21,7 @@ STAGE_KINDS: dict[str, str] = {
     "tokenize": "stages.tokenize:Tokenize",
     "crawl": "stages.crawl:Crawl",
     "ingest_warc": "stages.ingest_warc:IngestWarc",
+    "extract": "stages.extract:Extract",
 }
 
 
