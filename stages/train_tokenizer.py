@@ -152,8 +152,12 @@ class TrainTokenizer(Stage):
         }
         report["heldout"]["hash_buckets"] = [heldout_from, len(histogram)]
         files = self._write_outputs(tokenizer, report)
+        # The funnel reads: in = trained on + held out + left out of the sample.
         counts.kept = sampled.kept
         counts.bytes_out = sampled.bytes_out
+        left_out = {"tokenizer:heldout": len(heldout),
+                    "tokenizer:not_sampled": counts.n_in - sampled.kept - len(heldout)}
+        counts.dropped.update({reason: n for reason, n in left_out.items() if n})
         info = {
             "vocab_size": tokenizer.get_vocab_size(),
             "bytes_per_token_heldout": report["heldout"]["bytes_per_token"],

@@ -193,3 +193,22 @@ def test_local_and_dask_executors_write_identical_bytes(tmp_path, run_dir):
     assert "tokenizer.json" in files and "train_report.json" in files
     for name in files:
         assert (dask_dir / folder / name).read_bytes() == (run_dir / folder / name).read_bytes(), name
+
+
+def test_the_trainer_reads_the_shard_folder_as_it_is(run_dir):
+    from model.data import ShardDataset, describe_shards
+
+    folder = run_dir / "tokens" / "shards"
+    described = describe_shards(folder)
+    assert described["vocab_size"] == 600
+    assert described["tokenizer"] == folder / "tokenizer.json"
+    assert described["tokenizer_sha256"] == file_sha256(run_dir / "tokenizer" / "tokenizer" / "tokenizer.json")
+    first = shards(run_dir / "tokens", "train")[0]
+    data = ShardDataset(folder, "train", seq_len=16, batch_size=2, sampling="sequential")
+    inputs, targets = data.batch(0)
+    assert inputs[0].tolist() == first.tokens[:16].tolist()
+    assert targets[0].tolist() == first.tokens[1:17].tolist()
+    assert inputs[1].tolist() == first.tokens[16:32].tolist()
+    val = ShardDataset(folder, "val", seq_len=16, batch_size=4, sampling="random")
+    inputs, _ = val.batch(0)
+    assert inputs.shape == (4, 16) and int(inputs.max()) < 600

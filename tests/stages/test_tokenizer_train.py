@@ -91,6 +91,11 @@ def test_vocab_size_and_report(trained):
     assert sum(vocab["token_bytes_histogram"].values()) == 600 - 7
     assert vocab["token_bytes_histogram"]["1"] == 256
     assert vocab["special_tokens"][EOS] == 1
+    counts = json.loads((trained.parents[1] / "tokenizer" / "manifest.json").read_text())[
+        "tasks"]["tokenizer"]["counts"]
+    assert counts["kept"] == sample["docs"]
+    assert counts["dropped"]["tokenizer:heldout"] == heldout["docs"]
+    assert counts["in"] == counts["kept"] + sum(counts["dropped"].values())
 
 
 def test_training_is_deterministic_and_independent_of_sharding(tmp_path, trained):
