@@ -14,6 +14,9 @@ filters' decisions agree with datatrove's on the same documents.
 ends after a token made of sentence-final punctuation once a token that is not punctuation
 follows. The punctuation sets are datatrove's own (`datatrove.utils.text`), copied here so
 the filters do not import datatrove at run time.
+
+`fasttext_line` and `load_fasttext` are shared by the fastText stages (langid, the quality
+classifier's training and filtering), so that training and scoring see text the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 
 import re
 
@@ -165,3 +169,17 @@ def duplicated_ngram_chars(words: list[str], n: int) -> int:
         else:
             seen.add(gram)
     return repeated
+
+
+def fasttext_line(text: str, lowercase: bool = False) -> str:
+    """A document as one fastText input line: whitespace runs (newlines too) become spaces."""
+    line = " ".join(text.split())
+    return line.lower() if lowercase else line
+
+
+def load_fasttext(path: str | Path):
+    """A fastText model from disk, without the binding's stderr notice on every load."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return fasttext.load_model(str(path))

@@ -1,0 +1,257 @@
+"""`train_quality_classifier`: a fastText quality classifier, trained the DCLM / GPT-3 way.
+
+    quality_model:
+      kind: train_quality_classifier
+      inputs: [clean, reference]            # the corpus to filter, and curated text
+      params:
+        positive_input: reference           # or positive_paths: [curated/*.jsonl]
+        max_positives: 100000
+        max_negatives: 100000
+        seed: 0
+
+Positives are documents of a reference corpus the user trusts: the input stage named by
+`positive_input` (e.g. an `ingest` of curated text), or files given by `positive_paths`
+(`.txt`: one document per file; `.jsonl`/`.jsonl.gz`: a `text` field per line; `.parquet`:
+doc shards). Negatives are sampled from every other input: the corpus being filtered, as
+GPT-3 and DCLM do (most of a web crawl is worse than the reference). Both samples are
+bottom-k by a seeded hash of the document id, so they are the same whatever the shard
+layout or the order documents are read in; the same hash holds out `holdout_fraction` of
+each class for evaluation.
+
+One task trains fastText's supervised model (labels `__label__hq` / `__label__lq`) on the
+shuffled sample, single-threaded by default because fastText's Hogwild threads make
+training order, and so the model, differ from run to run; `thread` above 1 is faster but
+not reproducible (on this 2-core machine the data README notes fastText can hit NaN with
+few threads: if training fails with "Encountered NaN", raise `thread` to 10 or lower `lr`).
+Held-out precision, recall, F1 and accuracy are in the task's `info` (manifest.json) and in
+`model/metrics.json`; the artifact is `model/quality.bin` plus `model/metrics.json`, which
+also records the settings `quality_filter` needs (labels, lowercasing).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import heapq
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pipeline.artifacts import commit_artifact, read_doc_shard, tmp_path_for
+from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
+from pipeline.text import fasttext_line, load_fasttext
+
+POSITIVE, NEGATIVE = "hq", "lq"
+MODEL_FILE, METRICS_FILE = "model/quality.bin", "model/metrics.json"
+
+
+class TrainQualityParams(Params):
+    positive_input: str | None = None  # name of the input stage holding the positives
+    positive_paths: list[str] = []  # or curated files (globs): .txt, .jsonl(.gz), .parquet
+    max_positives: int = Field(default=100_000, ge=2)
+    max_negatives: int = Field(default=100_000, ge=2)
+    holdout_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    min_chars: int = Field(default=1, ge=1)  # skip (near-)empty documents
+    lowercase: bool = False
+    seed: int = 0
+    # fastText supervised hyperparameters (DCLM used epoch 5, lr 0.1, wordNgrams 2)
+    epoch: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.1, gt=0.0)
+    word_ngrams: int = Field(default=2, ge=1)
+    dim: int = Field(default=100, ge=1)
+    min_count: int = Field(default=1, ge=1)
+    bucket: int = Field(default=2_000_000, ge=1)
+    thread: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_positive_source(self) -> TrainQualityParams:
+        if (self.positive_input is None) == (not self.positive_paths):
+            raise ValueError("give exactly one of positive_input and positive_paths")
+        return self
+
+
+class TrainQualityClassifier(Stage):
+    kind = "train_quality_classifier"
+    version = 1
+    Params = TrainQualityParams
+
+    def fingerprint(self) -> Any:
+        return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in self.positive_files()]
+
+    def positive_files(self) -> list[str]:
+        files: list[str] = []
+        for pattern in self.params.positive_paths:
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise FileNotFoundError(
+                    f"stage '{self.name}': params.positive_paths: no file matches {pattern!r}"
+                )
+            files += matches
+        return sorted(set(files))
+
+    def tasks(self, inputs: list[StageInput]) -> list[Task]:
+        p = self.params
+        names = [i.name for i in inputs]
+        if p.positive_input is not None and p.positive_input not in names:
+            raise ValueError(
+                f"stage '{self.name}': params.positive_input {p.positive_input!r} is not one "
+                f"of its inputs ({', '.join(names)})"
+            )
+        negatives = tuple(s for i in inputs if i.name != p.positive_input for s in i.shards)
+        positives = tuple(s for i in inputs if i.name == p.positive_input for s in i.shards)
+        if not negatives:
+            raise ValueError(
+                f"stage '{self.name}': no negative documents: give the corpus to filter as an "
+                "input besides the positives"
+            )
+        return [Task(
+            name="train",
+            inputs=negatives,
+            payload=(("positives", positives or tuple(self.positive_files())),),
+        )]
+
+    def run_task(self, task: Task) -> TaskResult:
+        start = time.perf_counter()
+        p = self.params
+        counts = Counts()
+        positives = self._sample(_read_texts(task.get("positives")), p.max_positives, counts)
+        negatives = self._sample(
+            (t for path in task.inputs for t in _read_texts([path])), p.max_negatives, counts
+        )
+        if len(positives) < 2 or len(negatives) < 2:
+            raise ValueError(
+                f"stage '{self.name}': too few documents to train on "
+                f"({len(positives)} positives, {len(negatives)} negatives)"
+            )
+        train, held_out = self._split(positives, negatives)
+        model_path = self.stage_dir / MODEL_FILE
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model = self._train(train, model_path)
+        metrics = evaluate(model, held_out, p.lowercase)
+        metrics.update(
+            positives=len(positives),
+            negatives=len(negatives),
+            train_examples=len(train),
+            labels={"positive": POSITIVE, "negative": NEGATIVE},
+            lowercase=p.lowercase,
+            seed=p.seed,
+        )
+        tmp = tmp_path_for(model_path)
+        model.save_model(str(tmp))
+        entries = [commit_artifact(self.stage_dir, tmp, model_path, docs=len(train))]
+        metrics_path = self.stage_dir / METRICS_FILE
+        tmp = tmp_path_for(metrics_path)
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        entries.append(commit_artifact(self.stage_dir, tmp, metrics_path))
+        counts.kept = len(positives) + len(negatives)
+        return TaskResult(entries, counts, time.perf_counter() - start, info=metrics)
+
+    def _sample(self, texts: Iterator[tuple[str, str]], k: int, counts: Counts) -> list[tuple[str, str]]:
+        """Bottom-k of (seeded hash of id): the same sample for any read order or sharding."""
+        heap: list[tuple[int, str, str]] = []  # max-heap through negated ranks
+        eligible = 0
+        for doc_id, text in texts:
+            counts.n_in += 1
+            counts.bytes_in += len(text)
+            if len(text) < self.params.min_chars:
+                counts.dropped["train_quality_classifier:too_short"] += 1
+                continue
+            eligible += 1
+            rank = _hash(self.params.seed, "sample", doc_id)
+            if len(heap) < k:
+                heapq.heappush(heap, (-rank, doc_id, text))
+            elif rank < -heap[0][0]:
+                heapq.heapreplace(heap, (-rank, doc_id, text))
+        counts.dropped["train_quality_classifier:not_sampled"] += eligible - len(heap)
+        return sorted(((doc_id, text) for _, doc_id, text in heap))
+
+    def _split(self, positives: list[tuple[str, str]], negatives: list[tuple[str, str]]):
+        """Training lines (shuffled with the seed) and held-out (label, text) pairs."""
+        train: list[str] = []
+        held_out: list[tuple[str, str]] = []
+        for label, docs in ((POSITIVE, positives), (NEGATIVE, negatives)):
+            for doc_id, text in docs:
+                if _hash(self.params.seed, "holdout", doc_id) / 2**64 < self.params.holdout_fraction:
+                    held_out.append((label, text))
+                else:
+                    train.append(f"__label__{label} {fasttext_line(text, self.params.lowercase)}")
+        random.Random(self.params.seed).shuffle(train)
+        return train, held_out
+
+    def _train(self, lines: list[str], model_path: Path) -> Any:
+        import fasttext
+
+        p = self.params
+        train_file = tmp_path_for(model_path.with_suffix(".train.txt"))
+        try:
+            train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            fasttext.FastText.eprint = lambda *args, **kwargs: None
+            return fasttext.train_supervised(
+                input=str(train_file), epoch=p.epoch, lr=p.lr, wordNgrams=p.word_ngrams,
+                dim=p.dim, minCount=p.min_count, bucket=p.bucket, thread=p.thread,
+                seed=p.seed, verbose=0,
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"stage '{self.name}': fastText training failed: {exc} (on a 2-core machine "
+                "'Encountered NaN' goes away with thread >= 10 or a lower lr)"
+            ) from None
+        finally:
+            train_file.unlink(missing_ok=True)
+
+
+def evaluate(model: Any, held_out: list[tuple[str, str]], lowercase: bool) -> dict[str, Any]:
+    """Precision, recall, F1 (of the positive class) and accuracy on held-out documents."""
+    tp = fp = fn = tn = 0
+    for label, text in held_out:
+        predicted = model.predict(fasttext_line(text, lowercase), k=1)[0]
+        positive = bool(predicted) and predicted[0] == f"__label__{POSITIVE}"
+        if label == POSITIVE:
+            tp, fn = tp + positive, fn + (not positive)
+        else:
+            fp, tn = fp + positive, tn + (not positive)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "held_out": len(held_out),
+        "precision": round(precision, 6),
+        "recall": round(recall, 6),
+        "f1": round(f1, 6),
+        "accuracy": round((tp + tn) / len(held_out), 6) if held_out else 0.0,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def _hash(seed: int, purpose: str, doc_id: str) -> int:
+    digest = hashlib.blake2b(f"{seed}\0{purpose}\0{doc_id}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _read_texts(paths: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document in doc shards or curated files; ids stable per file."""
+    for path in paths:
+        if path.endswith(".parquet"):
+            for doc in read_doc_shard(path):
+                yield doc.id, doc.text
+        elif path.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson")):
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                        text = record["text"]
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise ValueError(f"{path}: line {n + 1}: no JSON 'text' field ({exc})") from None
+                    yield str(record.get("id", f"{path}#{n}")), str(text)
+        else:
+            yield path, Path(path).read_text(encoding="utf-8", errors="replace")
