@@ -45,11 +45,14 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint file that would need unpickling to load."""
 
 
-def _looks_pickled(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    # A safetensors file opens with an 8-byte little-endian header length, then a JSON object.
+    return len(head) >= 9 and 8 + int.from_bytes(head[:8], "little") <= size and head[8:9] == b"{"
+
+
+def _looks_pickled(head: bytes) -> bool:
     # Pickle protocol 2+ starts with the PROTO opcode 0x80; torch.save writes a zip archive.
-    return head[:1] == b"\x80" or head == b"PK\x03\x04"
+    return head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -57,7 +60,9 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    if _looks_pickled(path):
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not _looks_like_safetensors(head, path.stat().st_size) and _looks_pickled(head):
         raise UnsafeCheckpointError(f"{path}: holds a pickle payload (torch.save format), not safetensors; "
                                     "refusing to load it because unpickling can run arbitrary code")
     try:
