@@ -201,10 +201,14 @@ class MinHasher:
         self.a = (rng.integers(0, 2**64, size=num_perm, dtype=np.uint64) | np.uint64(1))[:, None]
         self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64)[:, None]
 
+    def shingles(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(32-bit shingle hashes as uint64, shingles per document) of raw texts."""
+        word_hashes, counts = words_of(normalize_texts(texts))
+        return shingle_hashes(word_hashes, counts, self.ngram, self.seed)
+
     def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(signatures, shingles per document) of raw texts; empty documents are all-max."""
-        word_hashes, counts = words_of(normalize_texts(texts))
-        shingles, per_doc = shingle_hashes(word_hashes, counts, self.ngram, self.seed)
+        shingles, per_doc = self.shingles(texts)
         return self.signatures_of_shingles(shingles, per_doc), per_doc
 
     def signatures_of_shingles(self, shingles: np.ndarray, per_doc: np.ndarray) -> np.ndarray:
@@ -274,6 +278,41 @@ def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = np.ones(len(a), dtype=bool)
     keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
     return a[keep], b[keep]
+
+
+def shingle_sets(shingles: np.ndarray, per_doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's distinct shingle hashes, sorted: (uint32 values, offsets (docs + 1))."""
+    owner = np.repeat(np.arange(len(per_doc), dtype=np.uint64), per_doc)
+    keys = np.unique((owner << np.uint64(32)) | shingles)
+    sizes = np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=len(per_doc))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), offsets
+
+
+def gather_sets(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of `rows` (values may be memory-mapped): (concatenated, sizes)."""
+    starts, sizes = offsets[rows], offsets[rows + 1] - offsets[rows]
+    first = np.cumsum(sizes) - sizes
+    index = np.repeat(starts - first, sizes) + np.arange(int(sizes.sum()), dtype=np.int64)
+    return np.asarray(values[index]), sizes
+
+
+def exact_jaccard(a_owner: np.ndarray, a_values: np.ndarray, b_owner: np.ndarray,
+                  b_values: np.ndarray, pairs: int) -> np.ndarray:
+    """Jaccard of `pairs` pairs of shingle sets, all at once.
+
+    Each side is given as values (distinct within a set) and the pair each value belongs to.
+    """
+    keys = np.concatenate([
+        (a_owner.astype(np.uint64) << np.uint64(32)) | a_values.astype(np.uint64),
+        (b_owner.astype(np.uint64) << np.uint64(32)) | b_values.astype(np.uint64),
+    ])
+    keys.sort()
+    shared = keys[1:][keys[1:] == keys[:-1]] >> np.uint64(32)
+    inter = np.bincount(shared.astype(np.int64), minlength=pairs)
+    union = np.bincount(a_owner, minlength=pairs) + np.bincount(b_owner, minlength=pairs) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

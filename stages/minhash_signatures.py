@@ -4,7 +4,8 @@ One task per input doc shard. For every document: normalized word `ngram` shingl
 `num_perm`-value MinHash signature (pipeline/minhash.py: vectorized numpy, measured in
 bench/dedup.py against datasketch and datatrove), and one 64-bit key per LSH band.
 `bands` x `rows` come from `threshold` by datasketch's false-positive/false-negative
-optimum, or are given explicitly.
+optimum (weighted for recall by default: 16 x 8 for 0.8 and 128 permutations), or are
+given explicitly.
 
 This is the first half of the on-disk shuffle: band keys are partitioned by key into
 `partitions` files per shard (`buckets/<shard>-p<NNNNN>.parquet`: band, key, doc), so the
@@ -13,8 +14,11 @@ keys. `partitions` therefore sets the memory of the next phase: about
 docs x bands x 18 bytes / partitions.
 
 Also written per shard: `meta/<shard>.json` (its index in corpus order, path, row count,
-parameters) and, with `keep_signatures`, `signatures/<shard>.npy` (uint32, rows x
-num_perm) for the optional verification of candidate pairs. Documents without any word
+parameters) and what `minhash_buckets` needs to verify candidate pairs: with
+`keep_shingles` (default), every document's distinct shingle hashes
+(`shingles/<shard>.npy`, uint32, about 4 bytes per word, and `<shard>.offsets.npy`) for
+the exact Jaccard; with `keep_signatures`, `signatures/<shard>.npy` (uint32, rows x
+num_perm) for the estimated one. Documents without any word
 have no shingles and no band keys: they are never near-duplicates (exact_dedup handles
 empty texts). Documents are referenced as `shard_index << 32 | row`.
 """
@@ -39,6 +43,7 @@ from pipeline.minhash import (
     commit_table,
     doc_ref,
     optimal_bands,
+    shingle_sets,
 )
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
@@ -52,10 +57,13 @@ class MinhashSignaturesParams(Params):
     threshold: float = Field(default=0.8, gt=0.0, lt=1.0)  # Jaccard that LSH is tuned for
     bands: int | None = Field(default=None, ge=1)  # give bands and rows, or neither
     rows: int | None = Field(default=None, ge=1)
-    false_positive_weight: float = Field(default=0.5, ge=0.0, le=1.0)
-    false_negative_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Recall-weighted by default because minhash_buckets verifies candidates exactly by
+    # default (false positives cost verification time only); use 0.5/0.5 with verify: off.
+    false_positive_weight: float = Field(default=0.05, ge=0.0, le=1.0)
+    false_negative_weight: float = Field(default=0.95, ge=0.0, le=1.0)
     partitions: int = Field(default=16, ge=1, le=65536)
-    keep_signatures: bool = True  # needed by minhash_buckets' verify_threshold
+    keep_shingles: bool = True  # needed by minhash_buckets' verify: exact
+    keep_signatures: bool = False  # needed by minhash_buckets' verify: estimated
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> MinhashSignaturesParams:
@@ -99,20 +107,25 @@ class MinhashSignatures(Stage):
         shard_index = task.get("shard_index")
         path = task.inputs[0]
         hasher = MinHasher(p.num_perm, p.ngram, p.seed)
-        keys, refs, signatures = [], [], []
+        keys, refs, signatures, sets, set_sizes = [], [], [], [], []
         counts = Counts()
         no_words = 0
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["text"]):
             texts = batch.column(0)
-            sig, shingles = hasher.signatures(texts)
+            shingles, per_doc = hasher.shingles(texts)
+            sig = hasher.signatures_of_shingles(shingles, per_doc)
             batch_refs = doc_ref(shard_index, np.arange(counts.n_in, counts.n_in + len(texts)))
-            has_words = shingles > 0
+            has_words = per_doc > 0
             no_words += int((~has_words).sum())
             keys.append(band_keys(sig[has_words], bands, rows))
             refs.append(batch_refs[has_words])
             if p.keep_signatures:
                 signatures.append(sig)
+            if p.keep_shingles:
+                values, offsets = shingle_sets(shingles, per_doc)
+                sets.append(values)
+                set_sizes.append(np.diff(offsets))
             counts.n_in += len(texts)
             counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
         counts.kept = counts.n_in
@@ -122,6 +135,13 @@ class MinhashSignatures(Stage):
             matrix = np.concatenate(signatures) if signatures else np.empty((0, p.num_perm), np.uint32)
             files.append(commit_array(self.stage_dir, self.stage_dir / "signatures" / f"{task.name}.npy",
                                       matrix))
+        if p.keep_shingles:
+            sizes = np.concatenate(set_sizes) if set_sizes else np.empty(0, np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            values = np.concatenate(sets) if sets else np.empty(0, np.uint32)
+            folder = self.stage_dir / "shingles"
+            files.append(commit_array(self.stage_dir, folder / f"{task.name}.npy", values))
+            files.append(commit_array(self.stage_dir, folder / f"{task.name}.offsets.npy", offsets))
         meta: dict[str, Any] = {
             "shard_index": shard_index,
             "shard": path,
@@ -131,10 +151,13 @@ class MinhashSignatures(Stage):
             "ngram": p.ngram,
             "num_perm": p.num_perm,
             "seed": p.seed,
+            "threshold": p.threshold,
             "bands": bands,
             "rows_per_band": rows,
             "partitions": p.partitions,
             "signatures": f"signatures/{task.name}.npy" if p.keep_signatures else None,
+            "shingles": f"shingles/{task.name}.npy" if p.keep_shingles else None,
+            "shingle_offsets": f"shingles/{task.name}.offsets.npy" if p.keep_shingles else None,
         }
         files.append(commit_json(self.stage_dir, self.stage_dir / "meta" / f"{task.name}.json", meta))
         info = {"docs_without_words": no_words, "bands": bands, "rows": rows}
