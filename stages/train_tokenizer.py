@@ -220,20 +220,18 @@ class TrainTokenizer(Stage):
     def _write_outputs(self, tokenizer: Any, report: dict[str, Any]) -> list[FileEntry]:
         directory = self.stage_dir / OUTPUT_DIR
         directory.mkdir(parents=True, exist_ok=True)
+        special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+                   "additional_special_tokens": list(self.params.chat_tokens)}
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": BOS,
-            "eos_token": EOS,
-            "pad_token": PAD,
-            "additional_special_tokens": list(self.params.chat_tokens),
+            **special,
             "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000_000,
         }
         contents = {
             TOKENIZER_FILE: tokenizer.to_str(pretty=True),
             "tokenizer_config.json": _json(config),
-            "special_tokens_map.json": _json({k: v for k, v in config.items() if "token" in k
-                                              and k != "tokenizer_class"}),
+            "special_tokens_map.json": _json(special),
             REPORT_FILE: _json(report),
         }
         entries = []

@@ -55,6 +55,9 @@ def test_transformers_loads_it_and_round_trips(trained):
     auto = AutoTokenizer.from_pretrained(str(trained))
     assert (auto.bos_token, auto.eos_token, auto.pad_token) == (BOS, EOS, PAD)
     assert (auto.bos_token_id, auto.eos_token_id, auto.pad_token_id) == (0, 1, 2)
+    assert auto.all_special_tokens == [BOS, EOS, PAD, *CHAT_TOKENS]
+    special_map = json.loads((trained / "special_tokens_map.json").read_text())
+    assert sorted(special_map) == ["additional_special_tokens", "bos_token", "eos_token", "pad_token"]
     for text in [*fixture_texts().values(), *EDGE_TEXTS[:5]]:
         assert fast.decode(fast.encode(text)) == text
         assert auto.decode(auto.encode(text)) == text
