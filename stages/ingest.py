@@ -16,6 +16,7 @@ rest of the file is still read.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -112,6 +113,8 @@ class Ingest(DocStage):
 
     def _jsonl(self, url: str, source: str) -> Iterator[Document | Rejected]:
         with fsspec.open(url, "rb", compression="infer") as f:
+            if not isinstance(f, io.BufferedIOBase):  # zstd's reader cannot iterate lines
+                f = io.BufferedReader(f)
             for index, raw in enumerate(f):
                 if not raw.strip():
                     continue

@@ -100,3 +100,15 @@ def test_kill9_mid_stage_then_rerun_is_byte_identical(tmp_path):
     assert ingest.status == "resumed" and clean.status == "ran"
     assert outputs(ref) == outputs(tmp_path / "killed")
     assert not [p for p in (tmp_path / "killed").rglob("*") if ".tmp-" in p.name]
+
+
+def test_existing_scheduler_by_address(tmp_path):
+    from dask.distributed import LocalCluster
+
+    corpus = write_corpus(tmp_path / "corpus", files=3, docs_per_file=20)
+    pipeline.run(config_for(tmp_path, tmp_path / "local", corpus))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        pipeline.run(config_for(tmp_path, tmp_path / "remote", corpus),
+                     executor="dask", scheduler=cluster.scheduler_address)
+    assert outputs(tmp_path / "local") == outputs(tmp_path / "remote")
