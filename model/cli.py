@@ -3,6 +3,8 @@
 ``register(subparsers)`` adds them to an ``argparse`` subparsers object; each handler takes
 the parsed args and returns an exit code. Expected failures (a bad config, a missing or
 unsafe checkpoint, an HF model we cannot represent) print one line to stderr and return 2.
+Imports are inside the handlers, so registering the commands does not import torch and
+``lmforge status`` stays quick.
 """
 
 from __future__ import annotations
@@ -11,10 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.checkpoint import CheckpointError
-from model.config import ConfigError
-
-_EXPECTED_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -27,7 +25,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from tokenizers import Tokenizer
 
-    from model.checkpoint import load_model, resolve_checkpoint
+    from model.checkpoint import CheckpointError, load_model, resolve_checkpoint
     from model.generate import generate
     from model.hf import special_tokens
 
@@ -80,9 +78,10 @@ def _import_hf(args: argparse.Namespace) -> int:
 
 def _guarded(handler):
     def run(args: argparse.Namespace) -> int:
+        # ConfigError and CheckpointError are ValueErrors; so are HFConversionError and TokenShardError.
         try:
             return handler(args)
-        except _EXPECTED_ERRORS as e:
+        except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
 

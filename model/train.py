@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from model.config import load_config
-from model.trainer import Trainer
+from model.trainer import Trainer, TrainingHalted
 
 
 def run(config_path: str) -> int:
     trainer = Trainer(load_config(config_path))
     try:
         trainer.train()
+    except TrainingHalted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         trainer.close()
     return 0
