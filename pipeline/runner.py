@@ -127,9 +127,9 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     else:
         status = "resumed"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    _remove_uncommitted(stage_dir, manifest)
-
     stage = build_stage(run_dir, spec)
+    _remove_uncommitted(stage_dir, manifest, stage.scratch_dirs)
+
     inputs = [stage_input(run_dir, i) for i in spec.inputs]
     tasks = stage.tasks(inputs)
     names = [t.name for t in tasks]
@@ -163,7 +163,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         progress.close()
     wall = time.perf_counter() - start
 
-    _remove_uncommitted(stage_dir, manifest)  # leftovers of attempts that died on a worker
+    _remove_uncommitted(stage_dir, manifest, stage.scratch_dirs)  # leftovers of attempts that died on a worker
     total = _total(manifest)
     _check_error_budget(spec, manifest, total)
     stats = _stats(spec, manifest, total, wall, executor)
@@ -178,13 +178,15 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     return StageOutcome(spec.name, status, key, total)
 
 
-def _remove_uncommitted(stage_dir: Path, manifest: Manifest) -> None:
+def _remove_uncommitted(stage_dir: Path, manifest: Manifest, scratch_dirs: tuple[str, ...]) -> None:
     """Delete temp files and files no manifest entry vouches for (a killed run's leftovers)."""
     committed = set(manifest.files())
     for path in stage_dir.rglob("*"):
         if not path.is_file() or path.parent == stage_dir:
             continue  # manifest, stats and logs live at the top of the stage directory
         rel = path.relative_to(stage_dir).as_posix()
+        if rel.split("/", 1)[0] in scratch_dirs:
+            continue
         if TMP_MARK in path.name or rel not in committed:
             path.unlink()
     for path in stage_dir.glob(f"*{TMP_MARK}*"):

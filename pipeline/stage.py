@@ -127,6 +127,9 @@ class Stage:
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]] = Params
     doc_stage: ClassVar[bool] = False  # True when the funnel invariant applies
+    # Subfolders of the stage directory holding working state that must survive a killed
+    # run (training checkpoints, a crawl frontier): never in the manifest, never cleaned.
+    scratch_dirs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: Params, stage_dir: Path):
         self.name = name

@@ -16,6 +16,9 @@ STAGE_KINDS: dict[str, str] = {
     "minhash_buckets": "stages.minhash_buckets:MinhashBuckets",
     "minhash_clusters": "stages.minhash_clusters:MinhashClusters",
     "minhash_filter": "stages.minhash_filter:MinhashFilter",
+    "crawl": "stages.crawl:Crawl",
+    "ingest_warc": "stages.ingest_warc:IngestWarc",
+    "extract": "stages.extract:Extract",
     "heuristic_filter": "stages.heuristic_filter:HeuristicFilter",
     "langid": "stages.langid:LangId",
     "train_quality_classifier": "stages.train_quality_classifier:TrainQualityClassifier",
@@ -23,9 +26,7 @@ STAGE_KINDS: dict[str, str] = {
     "pii": "stages.pii:Pii",
     "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokenize:Tokenize",
-    "crawl": "stages.crawl:Crawl",
-    "ingest_warc": "stages.ingest_warc:IngestWarc",
-    "extract": "stages.extract:Extract",
+    "pretrain": "stages.pretrain:Pretrain",
 }
 
 

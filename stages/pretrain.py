@@ -1,0 +1,156 @@
+"""`pretrain`: the DAG's adapter to model/ — train on the upstream token shards.
+
+Input: a `tokenize` stage, whose `shards/` folder (train-*.bin, val-*.bin, tokenizer.json)
+is exactly what `model.data` reads. The training config is model/'s own schema
+(`model/config.py`): `model` and `train` sections come from `preset` (a training YAML such as
+configs/tiny.yaml; its `data` section is ignored) overridden key by key by the `model` /
+`train` params; `data` params may set `seq_len` and `sampling`, and the stage points `dir`
+at the token shards. The whole config is validated when the pipeline config loads.
+
+One task. Checkpoints go to `train/` in the stage directory, a scratch folder that survives
+a killed run, so a re-run resumes from the newest complete checkpoint instead of starting
+over. When training ends the stage commits `model/` (model.safetensors, model.json,
+tokenizer.json: what `lmforge generate`, `export-hf` and post-training load), the training
+log, and a sampled continuation of `sample_prompt` (fixed seed) in `sample.txt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from pipeline.artifacts import commit_artifact, tmp_path_for
+from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
+
+MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
+
+
+class PretrainParams(Params):
+    preset: str | None = None  # a training YAML whose model/train sections are the base
+    model: dict[str, Any] = {}
+    data: dict[str, Any] = {}  # seq_len, sampling
+    train: dict[str, Any] = {}
+    sample_prompt: str = "The"
+    sample_tokens: int = Field(default=64, ge=0)
+    sample_temperature: float = Field(default=0.8, ge=0.0)
+    sample_top_k: int | None = 50
+
+    @model_validator(mode="after")
+    def _valid_training_config(self) -> PretrainParams:
+        if "dir" in self.data or "text_files" in self.data:
+            raise ValueError("data.dir and data.text_files are set by the stage (the token shards)")
+        training_config(self, data_dir="<token shards>", out_dir="<stage>/train")
+        return self
+
+
+def training_config(params: PretrainParams, data_dir: str, out_dir: str):
+    """model/'s RunConfig for these params; raises ValueError naming the bad key."""
+    from model.config import ConfigError, RunConfig, from_dict
+
+    base: dict[str, Any] = {}
+    if params.preset is not None:
+        import yaml
+
+        try:
+            base = yaml.safe_load(Path(params.preset).read_text()) or {}
+        except OSError as exc:
+            raise ValueError(f"preset {params.preset!r}: {exc.strerror}") from None
+    raw = {
+        "model": {**base.get("model", {}), **params.model},
+        "data": {**{k: v for k, v in base.get("data", {}).items() if k in ("seq_len", "sampling")},
+                 **params.data, "dir": data_dir},
+        "train": {**base.get("train", {}), **params.train, "out_dir": out_dir},
+    }
+    try:
+        return from_dict(RunConfig, raw, "pretrain config:")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Pretrain(Stage):
+    kind = "pretrain"
+    version = 1
+    Params = PretrainParams
+    scratch_dirs = ("train",)
+
+    def fingerprint(self) -> Any:
+        # The preset's content, not only its name, decides the model.
+        if self.params.preset is None:
+            return None
+        return hashlib.sha256(Path(self.params.preset).read_bytes()).hexdigest()
+
+    def tasks(self, inputs: list[StageInput]) -> list[Task]:
+        dirs = {str(Path(s).parent) for inp in inputs for s in inp.shards if s.endswith(".bin")}
+        if len(dirs) != 1:
+            raise ValueError(f"stage '{self.name}': needs exactly one tokenize stage as input "
+                             f"(token shards found in: {sorted(dirs) or 'none'})")
+        return [Task(name="train", inputs=(dirs.pop(),))]
+
+    def run_task(self, task: Task) -> TaskResult:
+        import time
+
+        from model.trainer import Trainer
+
+        start = time.perf_counter()
+        config = training_config(self.params, task.inputs[0], str(self.stage_dir / "train"))
+        trainer = Trainer(config)
+        try:
+            trainer.train()
+            checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
+        finally:
+            trainer.close()
+        files = [self._commit_copy(checkpoint / name, f"model/{name}") for name in MODEL_FILES
+                 if (checkpoint / name).exists()]
+        files.append(self._commit_copy(self.stage_dir / "train" / "log.jsonl", "train_log.jsonl"))
+        sample = self._sample(self.stage_dir / "model") if self.params.sample_tokens else ""
+        tmp = tmp_path_for(self.stage_dir / "sample.txt")
+        tmp.write_text(self.params.sample_prompt + sample + "\n")
+        files.append(commit_artifact(self.stage_dir, tmp, self.stage_dir / "sample.txt"))
+        info = _summary(self.stage_dir / "train_log.jsonl")
+        info.update(parameters=trainer.num_params, sample=self.params.sample_prompt + sample)
+        return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
+
+    def _commit_copy(self, source: Path, rel: str):
+        final = self.stage_dir / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_path_for(final)
+        shutil.copyfile(source, tmp)
+        return commit_artifact(self.stage_dir, tmp, final)
+
+    def _sample(self, model_dir: Path) -> str:
+        import torch
+        from tokenizers import Tokenizer
+
+        from model.checkpoint import load_model
+        from model.generate import generate
+
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        model = load_model(model_dir)
+        ids = tokenizer.encode(self.params.sample_prompt, add_special_tokens=False).ids
+        eos = tokenizer.token_to_id("<|eos|>")
+        generator = torch.Generator().manual_seed(0)
+        out = []
+        for token in generate(model, torch.tensor([ids]), self.params.sample_tokens,
+                              self.params.sample_temperature, self.params.sample_top_k,
+                              eos_id=eos, generator=generator):
+            if token.item() == eos:
+                break
+            out.append(token.item())
+        return tokenizer.decode(out)
+
+
+def _summary(log_path: Path) -> dict[str, Any]:
+    import json
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
+    return {
+        "steps": records[-1]["step"] if records else 0,
+        "first_loss": records[0]["loss"] if records else None,
+        "final_loss": records[-1]["loss"] if records else None,
+        "best_val_loss": min(vals) if vals else None,
+    }
