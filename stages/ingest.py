@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from pipeline.documents import Document, Rejected
+from pipeline.inputs import expand_paths, fingerprint_files
 from pipeline.stage import DocStage, Params, StageInput, Task
 
 COMPRESSIONS = {".gz", ".zst", ".bz2", ".xz"}
@@ -58,27 +57,10 @@ class Ingest(DocStage):
 
     def files(self) -> list[tuple[str, str]]:
         """(url, source) for every input file, sorted; source is relative to their common root."""
-        urls: list[str] = []
-        for pattern in self.params.paths:
-            fs, _, paths = fsspec.core.get_fs_token_paths(pattern, mode="rb", expand=True)
-            if not paths:
-                raise FileNotFoundError(f"stage '{self.name}': params.paths: no file matches {pattern!r}")
-            local = isinstance(fs, LocalFileSystem)
-            urls += [p if local else fs.unstrip_protocol(p) for p in paths]
-        urls = sorted(set(urls))
-        local = [u for u in urls if "://" not in u]
-        root = os.path.commonpath([os.path.dirname(u) for u in local]) if local else ""
-        return [(u, os.path.relpath(u, root) if u in local and root else u) for u in urls]
+        return expand_paths(self.params.paths, f"stage '{self.name}': params.paths")
 
     def fingerprint(self) -> Any:
-        result = []
-        for url, source in self.files():
-            try:
-                info = fsspec.core.url_to_fs(url)[0].info(url)
-                result.append([source, info.get("size"), info.get("mtime") or info.get("ETag")])
-            except OSError:
-                result.append([source, None, None])
-        return result
+        return fingerprint_files(self.files())
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         files = self.files()
