@@ -19,10 +19,12 @@ layout or the order documents are read in; the same hash holds out `holdout_frac
 each class for evaluation.
 
 One task trains fastText's supervised model (labels `__label__hq` / `__label__lq`) on the
-shuffled sample, single-threaded by default because fastText's Hogwild threads make
-training order, and so the model, differ from run to run; `thread` above 1 is faster but
-not reproducible (on this 2-core machine the data README notes fastText can hit NaN with
-few threads: if training fails with "Encountered NaN", raise `thread` to 10 or lower `lr`).
+shuffled sample, single-threaded by default because fastText's Hogwild threads make the
+model differ from run to run; `thread` above 1 is faster but not reproducible. Training
+runs in a fresh Python process: fastText initialises its embeddings in 10 blocks, one per
+thread, and with fewer than 10 threads the rest is uninitialised memory (the "NaN unless
+thread >= 10" trap of the data README); a fresh process gets zeroed pages for it, which
+makes single-threaded training safe and bit-for-bit reproducible.
 Held-out precision, recall, F1 and accuracy are in the task's `info` (manifest.json) and in
 `model/metrics.json`; the artifact is `model/quality.bin` plus `model/metrics.json`, which
 also records the settings `quality_filter` needs (labels, lowercasing).
@@ -35,7 +37,10 @@ import gzip
 import hashlib
 import heapq
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,8 +137,8 @@ class TrainQualityClassifier(Stage):
         train, held_out = self._split(positives, negatives)
         model_path = self.stage_dir / MODEL_FILE
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        model = self._train(train, model_path)
-        metrics = evaluate(model, held_out, p.lowercase)
+        saved = self._train(train, model_path)
+        metrics = evaluate(load_fasttext(saved), held_out, p.lowercase)
         metrics.update(
             positives=len(positives),
             negatives=len(negatives),
@@ -142,9 +147,7 @@ class TrainQualityClassifier(Stage):
             lowercase=p.lowercase,
             seed=p.seed,
         )
-        tmp = tmp_path_for(model_path)
-        model.save_model(str(tmp))
-        entries = [commit_artifact(self.stage_dir, tmp, model_path, docs=len(train))]
+        entries = [commit_artifact(self.stage_dir, saved, model_path, docs=len(train))]
         metrics_path = self.stage_dir / METRICS_FILE
         tmp = tmp_path_for(metrics_path)
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -184,26 +187,48 @@ class TrainQualityClassifier(Stage):
         random.Random(self.params.seed).shuffle(train)
         return train, held_out
 
-    def _train(self, lines: list[str], model_path: Path) -> Any:
-        import fasttext
+    def _train(self, lines: list[str], model_path: Path) -> Path:
+        """Train in a fresh Python process; return the path of the saved (temporary) model.
 
+        fastText (this binding) fills its input matrix in 10 fixed blocks, one per thread,
+        and leaves the blocks of missing threads uninitialised: with fewer than 10 threads,
+        90% of the embeddings start as whatever the allocator hands back. In a long-lived
+        process that is recycled memory and training hits NaN at random; in a fresh process
+        with glibc told to mmap large blocks it is fresh zeroed pages, so single-threaded
+        training is both safe and bit-for-bit reproducible.
+        """
         p = self.params
         train_file = tmp_path_for(model_path.with_suffix(".train.txt"))
+        saved = tmp_path_for(model_path)
+        args = dict(
+            input=str(train_file), epoch=p.epoch, lr=p.lr, wordNgrams=p.word_ngrams, dim=p.dim,
+            minCount=p.min_count, bucket=p.bucket, thread=p.thread, seed=p.seed, verbose=0,
+        )
         try:
             train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            fasttext.FastText.eprint = lambda *args, **kwargs: None
-            return fasttext.train_supervised(
-                input=str(train_file), epoch=p.epoch, lr=p.lr, wordNgrams=p.word_ngrams,
-                dim=p.dim, minCount=p.min_count, bucket=p.bucket, thread=p.thread,
-                seed=p.seed, verbose=0,
+            result = subprocess.run(
+                [sys.executable, "-c", _TRAIN_SCRIPT, json.dumps(args), str(saved)],
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
+                capture_output=True, text=True, check=False,
             )
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"stage '{self.name}': fastText training failed: {exc} (on a 2-core machine "
-                "'Encountered NaN' goes away with thread >= 10 or a lower lr)"
-            ) from None
         finally:
             train_file.unlink(missing_ok=True)
+        if result.returncode != 0:
+            saved.unlink(missing_ok=True)
+            error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(
+                f"stage '{self.name}': fastText training failed: {error} (if it says "
+                "'Encountered NaN', lower lr or raise thread to 10)"
+            )
+        return saved
+
+
+_TRAIN_SCRIPT = """
+import json, sys
+import fasttext
+fasttext.FastText.eprint = lambda *a, **k: None
+fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
+"""
 
 
 def evaluate(model: Any, held_out: list[tuple[str, str]], lowercase: bool) -> dict[str, Any]:
