@@ -27,6 +27,7 @@ Choices that decide the output (change one and every signature changes):
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,7 @@ class MinHasher:
         return (sig >> np.uint64(32)).astype(np.uint32)
 
 
+@functools.lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                   false_negative_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimizing the weighted false positive/negative areas (datasketch's)."""

@@ -21,7 +21,8 @@ A pair is verified against its group's anchor only, so a true pair B~C whose onl
 band also held a dissimilar anchor A is lost in that band; it survives in any other band
 B and C share.
 
-A last task, `shards`, writes `meta/shards.json`: the corpus-order table of input shards
+In `lmforge status`, a partition's `in` is band-key rows read and `kept` is pairs written
+(details in the manifest's task `info`). A last task, `shards`, writes `meta/shards.json`: the corpus-order table of input shards
 and the MinHash parameters, which the clusters and filter phases read.
 """
 

@@ -12,7 +12,8 @@ rows in file order). It does not depend on executor, worker count or partitionin
 Output: `clusters/clusters.parquet`, one row per document that has a duplicate, sorted by
 `doc`: doc, kept (references), size (documents in its cluster), kept_id (the kept
 member's document id, read from its shard); and `meta/shards.json` passed on for the
-filter. Memory: the pairs and the documents in them (typically far fewer than all
+filter. In `lmforge status`, `in` is pairs and `kept` is documents in clusters (the
+manifest's `info` has clusters, duplicates and the largest cluster). Memory: the pairs and the documents in them (typically far fewer than all
 documents), plus one shard's `id` column at a time.
 """
 

@@ -95,15 +95,18 @@ class MinhashSignatures(Stage):
         names = [Path(s).stem for s in shards]
         if len(set(names)) != len(names):
             raise ValueError(f"stage '{self.name}': input shard names are not unique: {names}")
+        # Computed once here: the optimum integrates over every (bands, rows) split.
+        bands, rows = self.params.lsh()
         return [
-            Task(name=name, inputs=(path,), payload=(("shard_index", index),))
+            Task(name=name, inputs=(path,),
+                 payload=(("shard_index", index), ("bands", bands), ("rows", rows)))
             for index, (name, path) in enumerate(zip(names, shards))
         ]
 
     def run_task(self, task: Task) -> TaskResult:
         start = time.perf_counter()
         p = self.params
-        bands, rows = p.lsh()
+        bands, rows = task.get("bands"), task.get("rows")
         shard_index = task.get("shard_index")
         path = task.inputs[0]
         hasher = MinHasher(p.num_perm, p.ngram, p.seed)
