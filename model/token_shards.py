@@ -22,6 +22,12 @@ Byte layout (version 1, every integer little-endian)::
 
 Tokens are uint16 when ``vocab_size <= 65536`` (ids 0..65535 fit), else uint32. The file size
 is fully determined by the header, so truncation or a wrong count is detected on open.
+Reading one without lmforge, numpy alone::
+
+    header = np.memmap(path, dtype="<u8", mode="r", shape=(5,))  # magic, version|width, N, D, vocab
+    width, n, d = int(header[1]) >> 32, int(header[2]), int(header[3])
+    tokens = np.memmap(path, dtype=f"<u{width}", mode="r", offset=128, shape=(n,))
+    offsets = np.memmap(path, dtype="<u8", mode="r", offset=128 + (n * width + 7) // 8 * 8, shape=(d + 1,))
 
 Writing is streaming and memory-bounded: tokens go straight to a temp file, the document
 offsets to a second temp file, and ``close`` appends the offsets, fills in the header,

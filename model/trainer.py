@@ -11,7 +11,8 @@ Choices that matter:
 - NaN/Inf guard: a step whose loss or gradient norm is not finite is skipped (no update, the
   data still advances); ``max_bad_steps`` in a row halt training with ``TrainingHalted``.
 - Logs: one JSON object per step in ``OUT/log.jsonl`` (loss, lr, grad norm, tokens/s, MFU,
-  validation loss when measured), a line printed every ``log_every`` steps. Rank 0 only.
+  validation loss when measured), a line printed every ``log_every`` steps, and the same
+  scalars to TensorBoard in ``OUT/tensorboard`` when tensorboard is installed. Rank 0 only.
 - Checkpoints in ``OUT/checkpoints`` (``model/checkpoint.py``); with ``resume`` a new
   Trainer on the same ``out_dir`` continues from the newest complete one, and on CPU the
   losses then equal those of an uninterrupted run bit for bit.
@@ -110,6 +111,7 @@ class Trainer:
         self.step = 0
         self.bad_steps = 0
         self.tokens_seen = 0
+        self._tensorboard = None
         if tc.resume and (latest := latest_checkpoint(self.checkpoint_dir)) is not None:
             self.load_state_dict(read_checkpoint(latest))
             self._print(f"resumed from {latest} at step {self.step}")
@@ -218,6 +220,13 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._print(f"training {self.num_params / 1e6:.2f}M parameters on {self.world.world_size} x "
                     f"{self.device.type}, steps {self.step} -> {last}")
+        if self.world.is_main and self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # optional; the JSONL log has everything
+                pass
+            else:
+                self._tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
         saved_at = None
         while self.step < last:
             record = self.train_step()
@@ -237,6 +246,10 @@ class Trainer:
             return
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, record["step"])
         if record["step"] % self.config.train.log_every == 0 or "val_loss" in record or record.get("skipped"):
             mfu = f" mfu {record['mfu'] * 100:.1f}%" if record["mfu"] is not None else ""
             val = f" val {record['val_loss']:.4f}" if record.get("val_loss") is not None else ""
@@ -283,4 +296,6 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         parallel.close_distributed()

@@ -80,3 +80,14 @@ def test_damaged_shards_raise_errors_naming_the_file(tmp_path, damage, message):
     with pytest.raises(TokenShardError, match=message) as info:
         TokenShard(path)
     assert "val-00007.bin" in str(info.value)
+
+
+def test_readable_with_numpy_memmap_alone_as_documented(tmp_path):
+    docs = documents(70000)
+    path = write_token_shard(tmp_path / "s.bin", docs, vocab_size=70000)
+    header = np.memmap(path, dtype="<u8", mode="r", shape=(5,))
+    width, n, d = int(header[1]) >> 32, int(header[2]), int(header[3])
+    tokens = np.memmap(path, dtype=f"<u{width}", mode="r", offset=128, shape=(n,))
+    offsets = np.memmap(path, dtype="<u8", mode="r", offset=128 + (n * width + 7) // 8 * 8, shape=(d + 1,))
+    assert (width, int(header[4])) == (4, 70000)
+    assert [tokens[offsets[i]:offsets[i + 1]].tolist() for i in range(d)] == [doc.tolist() for doc in docs]
