@@ -158,7 +158,8 @@ def words_of(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(edges[:-1] == 1)
     ends = np.flatnonzero(edges[1:] == -1) + 1
     # A word cannot cross a document boundary: split runs at every boundary inside them.
-    inner = np.unique(offsets[(offsets > 0) & (offsets < len(data))])
+    inner = offsets[(offsets > 0) & (offsets < len(data))]
+    inner = inner[np.concatenate([[True], inner[1:] != inner[:-1]])] if len(inner) else inner
     inner = inner[is_word[inner] & is_word[inner - 1]]
     if len(inner):
         starts = np.sort(np.concatenate([starts, inner]))
@@ -285,7 +286,8 @@ def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def shingle_sets(shingles: np.ndarray, per_doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each document's distinct shingle hashes, sorted: (uint32 values, offsets (docs + 1))."""
     owner = np.repeat(np.arange(len(per_doc), dtype=np.uint64), per_doc)
-    keys = np.unique((owner << np.uint64(32)) | shingles)
+    keys = np.sort((owner << np.uint64(32)) | shingles)
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
     sizes = np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=len(per_doc))
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), offsets

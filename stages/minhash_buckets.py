@@ -153,8 +153,9 @@ class MinhashBuckets(Stage):
             "shards": [{k: m[k] for k in ("shard_index", "name", "shard", "rows")} for m in metas],
         }
         entry = commit_json(self.stage_dir, self.stage_dir / "meta" / SHARDS_TABLE, table)
-        rows = sum(m["rows"] for m in metas)
-        return TaskResult([entry], Counts(n_in=rows, kept=rows), time.perf_counter() - start)
+        # Counts stay empty: they would add documents to a funnel of band rows and pairs.
+        return TaskResult([entry], Counts(), time.perf_counter() - start,
+                          info={"shards": len(metas), "docs": sum(m["rows"] for m in metas)})
 
 
 def _gather_rows(refs: np.ndarray, files: tuple, num_perm: int) -> np.ndarray:

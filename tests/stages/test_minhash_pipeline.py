@@ -201,7 +201,7 @@ def test_local_and_dask_byte_identical_and_reruns_deterministic(tmp_path):
     assert outputs() == local
 
 
-def test_filter_refuses_a_doc_input_other_than_the_signed_one(tmp_path, write_config):
+def test_filter_refuses_a_doc_input_other_than_the_signed_one(tmp_path):
     texts, _ = planted_corpus(seed=3)
     write_corpus(tmp_path / "corpus", texts)
     cfg = config(tmp_path)
