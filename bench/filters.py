@@ -16,14 +16,19 @@ languages from ../shared/data.
 
 from __future__ import annotations
 
-import argparse
-import glob
-import gzip
-import json
-import re
 import sys
-import time
 from pathlib import Path
+
+# `python bench/filters.py` puts bench/ first on sys.path, where bench/tokenize.py would
+# shadow the standard library's tokenize module (which datatrove's imports need).
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"

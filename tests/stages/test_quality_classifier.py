@@ -118,3 +118,17 @@ def test_config_errors(tmp_path, corpora):
     both = config(tmp_path / "x", corpora, {"threshold": 0.5, "top_percent": 3})
     with pytest.raises(ValueError, match="exactly one of threshold and top_percent"):
         run(both)
+
+
+@pytest.mark.slow
+def test_local_and_dask_runs_are_byte_identical(tmp_path, corpora):
+    from tests.conftest import shard_bytes
+
+    run(config(tmp_path / "a", corpora, {"top_percent": 20}), executor="local")
+    run(config(tmp_path / "b", corpora, {"top_percent": 20}), executor="dask", workers=2)
+    for stage in ("model", "quality"):
+        a, b = tmp_path / "a" / stage, tmp_path / "b" / stage
+        files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes()  # noqa: E731
+                           for p in sorted(d.rglob("*")) if p.is_file() and p.parent != d}
+        assert files(a) and files(a) == files(b)
+    assert shard_bytes(tmp_path / "a" / "quality") == shard_bytes(tmp_path / "b" / "quality")
