@@ -37,7 +37,10 @@ def _generate(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(ckpt, device)
     eos = special_tokens(tokenizer_path).get("eos_token")
-    prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=False).ids
+    try:
+        prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=False).ids
+    except Exception as e:  # tokenizers raises a bare Exception, e.g. a character a char vocab lacks
+        raise ValueError(f"cannot encode the prompt with {tokenizer_path}: {e}") from None
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens")
     generator = torch.Generator(device=device).manual_seed(args.seed)

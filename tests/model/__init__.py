@@ -1,0 +1,1 @@
+"""Tests for model/: the model, token shards, data, trainer, distributed runs, HF interop, CLI."""
