@@ -171,7 +171,8 @@ class TrainQualityClassifier(Stage):
                 heapq.heappush(heap, (-rank, doc_id, text))
             elif rank < -heap[0][0]:
                 heapq.heapreplace(heap, (-rank, doc_id, text))
-        counts.dropped["train_quality_classifier:not_sampled"] += eligible - len(heap)
+        if eligible > len(heap):
+            counts.dropped["train_quality_classifier:not_sampled"] += eligible - len(heap)
         return sorted(((doc_id, text) for _, doc_id, text in heap))
 
     def _split(self, positives: list[tuple[str, str]], negatives: list[tuple[str, str]]):
