@@ -575,7 +575,12 @@ class StopWordsParams(Params):
 
 
 class StopWords(RuleSet):
-    """Too few stop words: not running text (lists, tables, keyword spam, code)."""
+    """Too few stop words: not running text (lists, tables, keyword spam, code).
+
+    Lists ship for 14 languages written with spaces between words (stages/data/stop_words);
+    Chinese, Japanese and Thai have none, since their words are not split by spaces, and
+    count as `unknown_language`.
+    """
 
     name = "stop_words"
     Params = StopWordsParams
