@@ -14,8 +14,9 @@ accuracy: 20k generated documents (10k random base texts of 100-300 words and on
 speed: MinHash signatures per second on one core, on the same documents in the same run:
   lmforge's vectorized MinHasher, datatrove's MinhashDedupSignature (shingling + signature,
   its default English word tokenizer), and plain per-document datasketch MinHash.
-scale: N (default 1M) short documents through ingest and the four minhash phases, each
-  phase in its own process: wall time and peak resident memory.
+scale: N (default 1M) short documents through ingest, exact_dedup and the four minhash
+  phases (default params: exact verification), each phase in its own process: wall time
+  and peak resident memory.
 
 Timings depend on the machine and its load; they are printed, never asserted.
 """
@@ -267,15 +268,15 @@ def speed(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- scale
 
-PHASES = ["ingest", "signatures", "buckets", "clusters", "filter"]
+PHASES = ["ingest", "exact_dedup", "signatures", "buckets", "clusters", "filter"]
 
 
 def scale_config(work: Path) -> dict:
     return {"name": "bench-scale", "run_dir": str(work / "run"), "stages": {
         "ingest": {"kind": "ingest", "params": {"paths": [str(work / "corpus" / "*.parquet")],
                                                 "id_field": "id", "shard_size": 50000}},
-        "signatures": {"kind": "minhash_signatures", "inputs": ["ingest"],
-                       "params": {"partitions": 16, "keep_signatures": False}},
+        "exact_dedup": {"kind": "exact_dedup", "inputs": ["ingest"]},
+        "signatures": {"kind": "minhash_signatures", "inputs": ["ingest"], "params": {"partitions": 16}},
         "buckets": {"kind": "minhash_buckets", "inputs": ["signatures"]},
         "clusters": {"kind": "minhash_clusters", "inputs": ["buckets"]},
         "filter": {"kind": "minhash_filter", "inputs": ["ingest", "clusters"]},
