@@ -21,8 +21,15 @@ Choices that decide the output (change one and every signature changes):
   positive + false negative area) unless given. A band key is a 64-bit mix of its rows.
 - Candidate pairs: within a group of documents sharing a band key, each member is paired
   with the group's smallest document reference (a star, linear in the group size).
+- Verification: `exact_jaccard` of two documents' distinct shingle hashes (sorted uint32
+  sets, stored per shard by the signatures phase), all pairs of a chunk in one sort.
+- Exact duplicates (`text_fingerprints`): 128 bits from the same normalized word sequence.
 - Document references are `shard_index << 32 | row`: the smallest reference in a cluster
   is the document that comes first in corpus order, which is the one every stage keeps.
+
+The module ends with the small file helpers the dedup phases share (committing .parquet,
+.npy and .json files like doc shards, finding an upstream phase's files). It is shared by
+the stages because stages never import each other.
 """
 
 from __future__ import annotations
