@@ -38,7 +38,7 @@ def test_warmup_then_cosine_to_min_lr():
 
 def test_training_lowers_loss_and_logs_every_step(tmp_path):
     data = write_shards(tmp_path / "data")
-    config = tiny_run_config(tmp_path / "run", data, max_steps=30, eval_every=15, grad_accum_steps=2)
+    config = tiny_run_config(tmp_path / "run", data, max_steps=30, eval_every=15, grad_accum_steps=2, peak_flops=1e12)
     trainer = Trainer(config)
     records = trainer.train()
     log = read_log(tmp_path / "run")
@@ -46,6 +46,7 @@ def test_training_lowers_loss_and_logs_every_step(tmp_path):
     assert log == json.loads(json.dumps(records))
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(log[0])
     assert log[0]["tokens"] == 4 * 2 * 32
+    assert log[0]["mfu"] == pytest.approx(trainer.flops_per_token * log[0]["tokens_per_s"] / 1e12)
     assert log[-1]["val_loss"] < log[14]["val_loss"] < 4.4  # ln(97) = 4.57 at the start
     assert log[-1]["loss"] < log[0]["loss"] - 1.0
 
