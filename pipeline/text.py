@@ -241,28 +241,36 @@ def top_ngram_chars(words: list[str], n: int) -> int:
     return (sum(map(len, gram)) + n - 1) * count
 
 
-def duplicated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in word n-grams that repeat an earlier n-gram, never counting a word twice.
+def duplicated_ngram_chars(words: list[str], sizes: list[int]) -> dict[int, int]:
+    """For each n in `sizes`: characters in word n-grams that repeat an earlier n-gram.
 
     Gopher's (and datatrove's) definition: scan left to right; an n-gram seen before counts
-    its characters (words without spaces) and the scan jumps past it. Only n-grams that occur
-    more than once can ever count, so the scan visits just their positions.
+    its characters (words without spaces) and the scan jumps past it, so no word counts
+    twice. Only n-grams that occur more than once can ever count, so the scan visits just
+    their positions; and an (n+1)-gram can repeat only where its first n words repeat, so
+    each larger size looks only at the previous size's repeated positions.
     """
-    grams = list(zip(*(words[i:] for i in range(n))))
-    counts = Counter(grams)
-    if len(counts) == len(grams):
-        return 0
-    seen: set[tuple[str, ...]] = set()
-    repeated = next_index = 0
-    for i, gram in enumerate(grams):
-        if i < next_index or counts[gram] < 2:
-            continue
-        if gram in seen:
-            repeated += sum(map(len, gram))
-            next_index = i + n
-        else:
-            seen.add(gram)
-    return repeated
+    result: dict[int, int] = {}
+    candidates = range(len(words))
+    for n in sorted(sizes):
+        last = len(words) - n
+        grams = {i: tuple(words[i : i + n]) for i in candidates if i <= last}
+        counts = Counter(grams.values())
+        repeated_positions = [i for i, gram in grams.items() if counts[gram] > 1]
+        seen: set[tuple[str, ...]] = set()
+        repeated = next_index = 0
+        for i in repeated_positions:
+            if i < next_index:
+                continue
+            gram = grams[i]
+            if gram in seen:
+                repeated += sum(map(len, gram))
+                next_index = i + n
+            else:
+                seen.add(gram)
+        result[n] = repeated
+        candidates = repeated_positions
+    return result
 
 
 def fasttext_line(text: str, lowercase: bool = False) -> str:

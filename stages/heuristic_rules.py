@@ -252,9 +252,9 @@ class GopherRepetition(RuleSet):
             value = scores[self.column(f"top_{n}_gram_char_frac")] = top_ngram_chars(words, n) / chars
             if value > limit:
                 return f"top_{n}_gram"
+        repeated = duplicated_ngram_chars(words, list(p.max_dup_ngram_char_frac))
         for n, limit in p.max_dup_ngram_char_frac.items():
-            value = duplicated_ngram_chars(words, n) / chars
-            scores[self.column(f"dup_{n}_gram_char_frac")] = value
+            value = scores[self.column(f"dup_{n}_gram_char_frac")] = repeated[n] / chars
             if value > limit:
                 return f"dup_{n}_gram"
         return None

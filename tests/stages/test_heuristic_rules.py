@@ -122,9 +122,9 @@ def test_ngram_helpers_match_definitions():
     words = "a b c a b c a b".split()
     assert top_ngram_chars(words, 2) == 3 * 3  # "a b" x3, 3 characters each
     # 3-grams abc bca cab, then abc again (3 characters) and the scan jumps past the end
-    assert duplicated_ngram_chars(words, 3) == 3
-    assert duplicated_ngram_chars("a b a b a b".split(), 2) == 4  # ab, ba, ab(+2), ab(+2)
-    assert duplicated_ngram_chars("x y z w".split(), 2) == 0
+    assert duplicated_ngram_chars(words, [3]) == {3: 3}
+    assert duplicated_ngram_chars("a b a b a b".split(), [2, 3]) == {2: 4, 3: 3}  # ab ba ab+ . ab+; aba bab aba+
+    assert duplicated_ngram_chars("x y z w".split(), [2]) == {2: 0}
 
 
 # --- C4 ---------------------------------------------------------------------------------------
