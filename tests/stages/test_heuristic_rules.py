@@ -241,3 +241,30 @@ def test_split_words_follows_spacy_conventions():
     ]
     assert split_words("See https://x.org/a?b=1. Done") == ["See", "https://x.org/a?b=1", ".", "Done"]
     assert count_sentences(split_words("One here. Two here! Three? Mr. Smith stays.")) == 4
+
+
+def test_repetition_duplicate_paragraph_characters_and_top_3_gram():
+    paragraphs = [" ".join(PROSE_WORDS[i:i + 6]) for i in range(0, 60, 6)]
+    long_paragraph = " ".join(PROSE_WORDS[:45])
+    text = "\n\n".join(paragraphs + [long_paragraph, long_paragraph])  # 1 of 12 repeats, long
+    assert decide("gopher_repetition", text) == "gopher_repetition:dup_para_char_frac"
+    assert decide("gopher_repetition", text, max_dup_para_char_frac=0.4, max_dup_line_char_frac=0.4,
+                  max_top_ngram_char_frac={}, max_dup_ngram_char_frac={}) is None
+    three = prose(60) + " " + "one two three " * 12  # "one two" and "two three" tie below 3
+    assert decide("gopher_repetition", three, max_top_ngram_char_frac={2: 0.3, 3: 0.18}) == (
+        "gopher_repetition:top_3_gram"
+    )
+    assert decide("gopher_repetition", three, max_top_ngram_char_frac={2: 0.3, 3: 0.3},
+                  max_dup_ngram_char_frac={}) is None
+
+
+def test_c4_long_words_and_policy_lines():
+    stage = HeuristicFilter("h", HeuristicFilterParams(rule_sets=["c4"]), None)
+    extra = ["This line hides a " + "x" * 1001 + " word.",
+             "By using this site you agree to our terms of use and cookies."]
+    kept = stage.apply(Document(id="d", text=c4_doc(5) + "\n" + "\n".join(extra)))
+    assert kept.text == c4_doc(5) and kept.columns["c4_lines_removed"] == 2
+    relaxed = HeuristicFilter("h", HeuristicFilterParams(
+        rule_sets=["c4"], c4={"max_word_length": None, "filter_policy": False}), None)
+    assert relaxed.apply(Document(id="d", text=c4_doc(5) + "\n" + "\n".join(extra))).columns[
+        "c4_lines_removed"] == 0
