@@ -15,8 +15,9 @@ Positives are documents of a reference corpus the user trusts: the input stage n
 doc shards). Negatives are sampled from every other input: the corpus being filtered, as
 GPT-3 and DCLM do (most of a web crawl is worse than the reference). Both samples are
 bottom-k by a seeded hash of the document id, so they are the same whatever the shard
-layout or the order documents are read in; the same hash holds out `holdout_fraction` of
-each class for evaluation.
+layout or the order documents are read in; with `balance` (the default) the larger class
+is cut to the size of the smaller, so the classifier learns no class prior; the same hash
+holds out `holdout_fraction` of each class for evaluation.
 
 One task trains fastText's supervised model (labels `__label__hq` / `__label__lq`) on the
 shuffled sample, single-threaded by default because fastText's Hogwild threads make the
@@ -32,8 +33,6 @@ also records the settings `quality_filter` needs (labels, lowercasing).
 
 from __future__ import annotations
 
-import glob
-import gzip
 import hashlib
 import heapq
 import json
@@ -42,13 +41,15 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import commit_artifact, read_doc_shard, tmp_path_for
+from pipeline.inputs import expand_paths, fingerprint_files
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from pipeline.text import fasttext_line, load_fasttext
 
@@ -62,6 +63,7 @@ class TrainQualityParams(Params):
     max_positives: int = Field(default=100_000, ge=2)
     max_negatives: int = Field(default=100_000, ge=2)
     holdout_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    balance: bool = True  # as many negatives as positives (and vice versa): no class prior
     min_chars: int = Field(default=1, ge=1)  # skip (near-)empty documents
     lowercase: bool = False
     seed: int = 0
@@ -87,18 +89,11 @@ class TrainQualityClassifier(Stage):
     Params = TrainQualityParams
 
     def fingerprint(self) -> Any:
-        return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in self.positive_files()]
+        return fingerprint_files(self.positive_files()) if self.params.positive_paths else None
 
-    def positive_files(self) -> list[str]:
-        files: list[str] = []
-        for pattern in self.params.positive_paths:
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                raise FileNotFoundError(
-                    f"stage '{self.name}': params.positive_paths: no file matches {pattern!r}"
-                )
-            files += matches
-        return sorted(set(files))
+    def positive_files(self) -> list[tuple[str, str]]:
+        """(url, source) of the curated files, sorted."""
+        return expand_paths(self.params.positive_paths, f"stage '{self.name}': params.positive_paths")
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         p = self.params
@@ -118,7 +113,7 @@ class TrainQualityClassifier(Stage):
         return [Task(
             name="train",
             inputs=negatives,
-            payload=(("positives", positives or tuple(self.positive_files())),),
+            payload=(("positives", tuple((s, s) for s in positives) or tuple(self.positive_files())),),
         )]
 
     def run_task(self, task: Task) -> TaskResult:
@@ -127,13 +122,17 @@ class TrainQualityClassifier(Stage):
         counts = Counts()
         positives = self._sample(_read_texts(task.get("positives")), p.max_positives, counts)
         negatives = self._sample(
-            (t for path in task.inputs for t in _read_texts([path])), p.max_negatives, counts
+            _read_texts([(path, path) for path in task.inputs]), p.max_negatives, counts
         )
         if len(positives) < 2 or len(negatives) < 2:
             raise ValueError(
                 f"stage '{self.name}': too few documents to train on "
                 f"({len(positives)} positives, {len(negatives)} negatives)"
             )
+        if p.balance and len(positives) != len(negatives):
+            k = min(len(positives), len(negatives))
+            counts.dropped["train_quality_classifier:balance"] = len(positives) + len(negatives) - 2 * k
+            positives, negatives = positives[:k], negatives[:k]
         train, held_out = self._split(positives, negatives)
         model_path = self.stage_dir / MODEL_FILE
         model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +172,8 @@ class TrainQualityClassifier(Stage):
                 heapq.heapreplace(heap, (-rank, doc_id, text))
         if eligible > len(heap):
             counts.dropped["train_quality_classifier:not_sampled"] += eligible - len(heap)
-        return sorted(((doc_id, text) for _, doc_id, text in heap))
+        # lowest rank first, so that truncating the list keeps a bottom-k sample
+        return [(doc_id, text) for _, doc_id, text in sorted(heap, reverse=True)]
 
     def _split(self, positives: list[tuple[str, str]], negatives: list[tuple[str, str]]):
         """Training lines (shuffled with the seed) and held-out (label, text) pairs."""
@@ -261,15 +261,16 @@ def _hash(seed: int, purpose: str, doc_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _read_texts(paths: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """(id, text) of every document in doc shards or curated files; ids stable per file."""
-    for path in paths:
+def _read_texts(files: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document in doc shards or curated files, given (path, source)
+    pairs: a file's documents are named after its source, so ids do not depend on where
+    the data sits on this machine."""
+    for path, source in files:
         if path.endswith(".parquet"):
             for doc in read_doc_shard(path):
                 yield doc.id, doc.text
         elif path.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson")):
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
+            with fsspec.open(path, "rt", encoding="utf-8", compression="infer") as f:
                 for n, line in enumerate(f):
                     if not line.strip():
                         continue
@@ -278,6 +279,7 @@ def _read_texts(paths: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]
                         text = record["text"]
                     except (ValueError, KeyError, TypeError) as exc:
                         raise ValueError(f"{path}: line {n + 1}: no JSON 'text' field ({exc})") from None
-                    yield str(record.get("id", f"{path}#{n}")), str(text)
+                    yield str(record.get("id", f"{source}#{n}")), str(text)
         else:
-            yield path, Path(path).read_text(encoding="utf-8", errors="replace")
+            with fsspec.open(path, "rt", encoding="utf-8", errors="replace", compression="infer") as f:
+                yield source, f.read()
