@@ -9,8 +9,8 @@ a hyphen or comma between letters, `a/b`, `a=b`, `end.Next`), so `f(x`, `x=1`, `
 `foo@bar.com` stay whole as in spaCy. English contractions split as spaCy's exceptions do
 (`don't` -> `do n't`, `cannot` -> `can not`, `it's` -> `it 's`) and its abbreviations keep
 their period (`Mr.`, `e.g.`, `U.S.`). On 300 real documents 70% tokenize identically and
-0.1% of tokens differ; bench/filters.py and tests/stages/test_heuristic_datatrove.py measure
-how often the filters' decisions agree with datatrove's.
+0.2% of spaCy's tokens differ; bench/filters.py and tests/stages/test_heuristic_datatrove.py
+measure how often the filters' decisions agree with datatrove's.
 
 `count_sentences` reproduces spaCy's rule-based `sentencizer` on those tokens: a sentence
 ends after a token made of sentence-final punctuation once a token that is not punctuation
