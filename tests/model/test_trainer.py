@@ -141,3 +141,17 @@ def test_pickle_payloads_are_refused_without_being_executed(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "ok.safetensors")
     assert torch.equal(load_safetensors(tmp_path / "ok.safetensors")["w"], torch.zeros(2))
     assert os.listdir(tmp_path).count("pwned") == 0
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: ~25 s on 2 cores
+def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path):
+    data = write_shards(tmp_path / "data")
+    losses = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compiled-{compiled}"
+        trainer = Trainer(tiny_run_config(run, data, compile=compiled, max_steps=4, eval_every=0, checkpoint_every=0))
+        losses[compiled] = [r["loss"] for r in trainer.train()]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    eager, compiled = load_model(tmp_path / "compiled-False"), load_model(tmp_path / "compiled-True")
+    for name, weight in eager.state_dict().items():
+        assert torch.allclose(compiled.state_dict()[name], weight, atol=1e-4), name
