@@ -73,3 +73,15 @@ def train_config(out_dir: Path, **overrides) -> TrainConfig:
 def data_config(**overrides) -> ChatDataConfig:
     fields = dict(train_file=str(PAIRS), val_fraction=0.2, split_seed=0, seq_len=96)
     return ChatDataConfig(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="session")
+def sft_checkpoint(tmp_path_factory, base_checkpoint) -> Path:
+    """The base model after 30 SFT steps on the fixture's training split."""
+    from model.sft import SFTConfig, SFTTrainer
+
+    out = tmp_path_factory.mktemp("sft")
+    trainer = SFTTrainer(SFTConfig(init_from=str(base_checkpoint), data=data_config(), train=train_config(out)))
+    trainer.train()
+    trainer.close()
+    return out / "checkpoints"

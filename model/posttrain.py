@@ -1,0 +1,429 @@
+"""What SFT and DPO share: instruction data, padded example batches, and a Trainer for them.
+
+Data files are a JSON array or JSON Lines. A record is one of
+
+- Alpaca style: ``instruction``, optional ``input``, ``output`` (the user turn is the
+  instruction, then a blank line and the input when there is one);
+- chat style: ``messages``, a list of ``{"role", "content"}`` (see ``model/chat.py``);
+- preference (DPO): a prompt (``instruction``/``input`` or ``prompt``, a string or a
+  message list) plus ``chosen`` and ``rejected`` replies. The rasbt/LLMs-from-scratch
+  preference file is Alpaca plus chosen/rejected.
+
+A bad record is an error naming the file, the record number and the key. Validation
+examples are either ``data.val_file`` or a ``val_fraction`` of the training file drawn by a
+seeded permutation (the same split whatever the batch size or the run).
+
+Batches: examples are padded (never packed, so no example attends to another) to the
+longest in the batch, after truncation to ``seq_len + 1`` tokens. Targets are -100 where
+there is no loss. Batch ``i`` is a pure function of (seed, i): each epoch is a seeded
+permutation of the examples, so the resumable position is one integer, as in
+``model/data.py``.
+
+``PostTrainer`` is ``model.trainer.Trainer`` with a different model source (an existing
+checkpoint instead of a fresh init), a different batch source (the above) and a loss
+computed by the subclass (``loss_and_metrics``). Checkpoints, resume, logging (JSONL +
+TensorBoard), learning-rate schedule, optimizer, DDP/FSDP wrapping and the NaN guard's
+policy are the Trainer's own. Extra metrics (DPO reward margins, accuracy) go into the same
+log records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model import parallel
+from model.chat import ChatTemplate, Message, check_messages
+from model.checkpoint import CheckpointError, latest_checkpoint, load_model, read_checkpoint, resolve_checkpoint
+from model.config import ConfigError, TrainConfig
+from model.trainer import Trainer, TrainingHalted
+
+IGNORE = -100
+
+
+@dataclass
+class ChatDataConfig:
+    """Instruction or preference data for post-training."""
+
+    train_file: str = ""
+    val_file: str | None = None  # None: hold out val_fraction of train_file
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    seq_len: int = 512  # tokens per example (longer ones are truncated)
+    system_prompt: str | None = None  # prepended to every conversation that has none
+    max_examples: int | None = None  # use only the first N training records
+
+    def __post_init__(self) -> None:
+        if not self.train_file:
+            raise ValueError("data.train_file is required")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON array or JSON Lines file; errors name the file and line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: record {i} is a {type(record).__name__}, expected an object")
+    return records
+
+
+def _text(record: dict[str, Any], key: str, where: str, required: bool = True) -> str:
+    if key not in record:
+        if required:
+            raise ValueError(f"{where}: missing key {key!r} (keys: {', '.join(sorted(record))})")
+        return ""
+    if not isinstance(record[key], str):
+        raise ValueError(f"{where}: key {key!r} must be a string, got {type(record[key]).__name__}")
+    return record[key]
+
+
+def _with_system(messages: list[Message], system_prompt: str | None) -> list[Message]:
+    if system_prompt is None or messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def prompt_messages(record: dict[str, Any], where: str, system_prompt: str | None = None) -> list[Message]:
+    """The conversation before the reply: from ``prompt`` (text or messages) or Alpaca keys."""
+    if "prompt" in record:
+        prompt = record["prompt"]
+        messages = ([{"role": "user", "content": prompt}] if isinstance(prompt, str)
+                    else check_messages(prompt, f"{where} key 'prompt'"))
+    else:
+        instruction = _text(record, "instruction", where)
+        extra = _text(record, "input", where, required=False)
+        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+    return _with_system(messages, system_prompt)
+
+
+def sft_messages(record: dict[str, Any], where: str, system_prompt: str | None = None) -> list[Message]:
+    """A whole conversation for SFT: ``messages``, or an Alpaca record's prompt + output."""
+    if "messages" in record:
+        messages = check_messages(record["messages"], f"{where} key 'messages'")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError(f"{where}: 'messages' has no assistant turn, nothing to learn from")
+        return _with_system(messages, system_prompt)
+    reply = _text(record, "output", where)
+    return [*prompt_messages(record, where, system_prompt), {"role": "assistant", "content": reply}]
+
+
+def preference_triple(record: dict[str, Any], where: str,
+                      system_prompt: str | None = None) -> tuple[list[Message], str, str]:
+    """(prompt messages, chosen reply, rejected reply) of a preference record."""
+    return (prompt_messages(record, where, system_prompt),
+            _text(record, "chosen", where), _text(record, "rejected", where))
+
+
+def split_records(config: ChatDataConfig) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(train, val) lists of (where, record); ``where`` names file and record for errors."""
+    records = read_records(config.train_file)
+    if config.max_examples is not None:
+        records = records[:config.max_examples]
+    labelled = [(f"{config.train_file}: record {i}", r) for i, r in enumerate(records)]
+    if config.val_file is not None:
+        val = [(f"{config.val_file}: record {i}", r) for i, r in enumerate(read_records(config.val_file))]
+        return labelled, val
+    n_val = int(round(len(labelled) * config.val_fraction))
+    order = np.random.default_rng(config.split_seed).permutation(len(labelled))
+    val_ids = set(order[:n_val].tolist())
+    return ([x for i, x in enumerate(labelled) if i not in val_ids],
+            [x for i, x in enumerate(labelled) if i in val_ids])
+
+
+def shift(ids: Sequence[int], mask: Sequence[bool], seq_len: int) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one example truncated to ``seq_len + 1`` tokens; targets are the
+    next ids where the mask says the next token carries loss, else -100."""
+    ids, mask = list(ids[:seq_len + 1]), list(mask[:seq_len + 1])
+    return ids[:-1], [t if m else IGNORE for t, m in zip(ids[1:], mask[1:])]
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+class ExampleBatches:
+    """Padded batches of pre-tokenized examples for one rank, resumable by batch index.
+
+    Args:
+        examples: one item per example, turned into tensors by ``collate``.
+        collate: list of examples -> tuple of tensors.
+        batch_size: examples per batch on this rank.
+        rank, world_size: this process's share of each global batch.
+        seed: with the epoch number, fixes the order of the examples.
+        shuffle: False keeps file order (validation).
+    """
+
+    def __init__(self, examples: list[Any], collate: Callable[[list[Any]], tuple[torch.Tensor, ...]],
+                 batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        if not examples:
+            raise ValueError("no examples to batch")
+        self.examples, self.collate = examples, collate
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.batch_index = 0
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _example_at(self, position: int) -> Any:
+        epoch, offset = divmod(position, len(self.examples))
+        if not self.shuffle:
+            return self.examples[offset]
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))}
+        return self.examples[self._orders[epoch][offset]]
+
+    def batch(self, batch_index: int) -> tuple[torch.Tensor, ...]:
+        global_batch = self.batch_size * self.world_size
+        first = batch_index * global_batch + self.rank * self.batch_size
+        return self.collate([self._example_at(first + j) for j in range(self.batch_size)])
+
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        out = self.batch(self.batch_index)
+        self.batch_index += 1
+        return out
+
+    def validation_batches(self, num_batches: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """At most ``num_batches`` batches, each example once, the same every call."""
+        n = len(self.examples)
+        step = self.batch_size * self.world_size
+        for start in range(0, min(n, num_batches * step), step):
+            mine = self.examples[start + self.rank * self.batch_size:min(n, start + (self.rank + 1) * self.batch_size)]
+            if mine:
+                yield self.collate(mine)
+
+    def state_dict(self) -> dict:
+        return {"batch_index": self.batch_index, "seed": self.seed, "examples": len(self.examples),
+                "global_batch": self.batch_size * self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        for key in ("seed", "examples", "global_batch"):
+            if state[key] != mine[key]:
+                raise ValueError(f"data state was saved with {key}={state[key]!r}, this run has {mine[key]!r}")
+        self.batch_index = int(state["batch_index"])
+
+
+def sequence_logprobs(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of the target tokens (those not -100)."""
+    logits = model(inputs).float()
+    keep = targets != IGNORE
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * keep).sum(dim=-1)
+
+
+def load_post_config(cls: type, path: str | Path) -> Any:
+    """Parse a post-training YAML into dataclass ``cls``; errors name ``path`` and the key."""
+    import yaml
+
+    from model.config import from_dict
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return from_dict(cls, data, f"{path}:")
+
+
+@dataclass
+class PostTrainConfig:
+    """Fields every post-training config has; SFT and DPO configs add theirs."""
+
+    init_from: str = ""  # checkpoint directory, or a run / checkpoints directory (newest)
+    data: ChatDataConfig = field(default_factory=lambda: ChatDataConfig())  # raises: train_file is required
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.init_from:
+            raise ValueError("init_from (the checkpoint to start from) is required")
+
+
+class PostTrainer(Trainer):
+    """A Trainer that starts from ``config.init_from`` and trains on chat examples.
+
+    Subclasses set ``examples(records, template)`` (records -> examples), ``collate`` and
+    ``loss_and_metrics(batch) -> (loss, {name: value}, tokens)``.
+    """
+
+    def __init__(self, config: PostTrainConfig) -> None:
+        # Trainer.__init__ builds a fresh model on token shards; the attributes its other
+        # methods (train, state_dict, checkpoints, logging) rely on are set here instead.
+        self.config = config
+        tc = config.train
+        device_type = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
+        self.world = parallel.init_distributed(device_type)
+        self.device = (torch.device(device_type, self.world.local_rank) if device_type == "cuda"
+                       else torch.device(device_type))
+        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
+        self.out_dir = Path(tc.out_dir)
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+
+        self.init_checkpoint = resolve_checkpoint(config.init_from)
+        self.tokenizer_path = self.init_checkpoint / "tokenizer.json"
+        if not self.tokenizer_path.is_file():
+            raise CheckpointError(f"{self.init_checkpoint}: no tokenizer.json, the chat template needs one")
+        self.template = ChatTemplate.from_file(self.tokenizer_path)
+
+        torch.manual_seed(tc.seed)
+        model = load_model(self.init_checkpoint, self.device)
+        self.model_config = model.config
+        if config.data.seq_len > model.config.max_seq_len:
+            raise ConfigError(f"data.seq_len {config.data.seq_len} exceeds the model's max_seq_len "
+                              f"{model.config.max_seq_len} ({self.init_checkpoint})")
+        self.flops_per_token = model.flops_per_token(config.data.seq_len)
+        self.num_params = model.num_params()
+        self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16)
+        self.optimizer = self._build_optimizer()
+        self.peak_flops = None  # tokens per step vary with padding; MFU is not reported
+
+        train_records, val_records = split_records(config.data)
+        batch_args = dict(batch_size=tc.batch_size, rank=self.world.rank, world_size=self.world.world_size,
+                          seed=tc.seed)
+        self.train_data = ExampleBatches(self.examples(train_records), self.collate, **batch_args)
+        self.val_data = (ExampleBatches(self.examples(val_records), self.collate, shuffle=False, **batch_args)
+                         if val_records else None)
+        self._print(f"{len(self.train_data.examples)} training and "
+                    f"{len(self.val_data.examples) if self.val_data else 0} validation examples "
+                    f"from {config.data.train_file}")
+
+        self.step = 0
+        self.bad_steps = 0
+        self.tokens_seen = 0
+        self._tensorboard = None
+        self._eval_metrics: dict[str, float] = {}
+        if tc.resume and (latest := latest_checkpoint(self.checkpoint_dir)) is not None:
+            self.load_state_dict(read_checkpoint(latest))
+            self._print(f"resumed from {latest} at step {self.step}")
+
+    def examples(self, records: list[tuple[str, dict]]) -> list[Any]:
+        raise NotImplementedError
+
+    def collate(self, examples: list[Any]) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def loss_and_metrics(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        raise NotImplementedError
+
+    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns its log record."""
+        tc = self.config.train
+        start = time.perf_counter()
+        self.model.train()
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums: dict[str, torch.Tensor] = {}
+        tokens = 0
+        for micro in range(tc.grad_accum_steps):
+            batch = self._to_device(self.train_data.next_batch())
+            with parallel.gradient_sync(self.model, enabled=micro == tc.grad_accum_steps - 1), self._autocast():
+                loss, metrics, micro_tokens = self.loss_and_metrics(batch)
+                (loss / tc.grad_accum_steps).backward()
+            tokens += micro_tokens
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0) + value.detach().float() / tc.grad_accum_steps
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        values = {key: parallel.all_reduce_mean(value).item() for key, value in sums.items()}
+        grad_norm_value = grad_norm.item()
+        finite = math.isfinite(values["loss"]) and math.isfinite(grad_norm_value)
+        if finite:
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        tokens *= self.world.world_size
+        self.tokens_seen += tokens
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        record = {"step": self.step, **values, "lr": lr, "grad_norm": grad_norm_value,
+                  "tokens_per_s": tokens / (time.perf_counter() - start), "mfu": None, "tokens": self.tokens_seen}
+        if not finite:
+            record["skipped"] = True
+            if self.bad_steps >= tc.max_bad_steps:
+                raise TrainingHalted(f"halting at step {self.step}: {self.bad_steps} consecutive non-finite steps "
+                                     f"(last loss {values['loss']}, grad norm {grad_norm_value}); lower train.lr "
+                                     f"or resume from an earlier checkpoint in {self.checkpoint_dir}")
+        return record
+
+    @torch.no_grad()
+    def evaluate_metrics(self) -> dict[str, float] | None:
+        """Loss and metrics over the validation examples (at most ``eval_batches`` batches),
+        each batch weighted by its number of rows."""
+        if self.val_data is None:
+            return None
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        rows = 0
+        for batch in self.val_data.validation_batches(self.config.train.eval_batches):
+            batch = self._to_device(batch)
+            n = self.rows_in(batch)
+            with self._autocast():
+                loss, metrics, _ = self.loss_and_metrics(batch)
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0) + value.float() * n
+            rows += n
+        return {f"val_{key}": parallel.all_reduce_mean(value / rows).item() for key, value in sums.items()}
+
+    def rows_in(self, batch: tuple[torch.Tensor, ...]) -> int:
+        """Examples in a batch (for weighting validation averages)."""
+        return batch[0].shape[0]
+
+    def evaluate(self) -> float | None:
+        metrics = self.evaluate_metrics()
+        if metrics is None:
+            return None
+        self._eval_metrics = {k: v for k, v in metrics.items() if k != "val_loss"}
+        return metrics["val_loss"]
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if "val_loss" in record:
+            record.update(self._eval_metrics)
+        super()._log(record)
+        extra = {k: v for k, v in record.items() if k not in (
+            "step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "val_loss", "skipped")}
+        printed = record["step"] % self.config.train.log_every == 0 or "val_loss" in record
+        if self.world.is_main and extra and printed:
+            print("       " + " ".join(f"{k} {v:.4f}" for k, v in extra.items()), file=sys.stdout, flush=True)
+
+
+def run(trainer_class: type[PostTrainer], config_class: type, config_path: str) -> int:
+    """Parse, build, train, close: the body of ``lmforge sft`` and ``lmforge dpo``."""
+    trainer = trainer_class(load_post_config(config_class, config_path))
+    try:
+        trainer.train()
+    except TrainingHalted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        trainer.close()
+    return 0
