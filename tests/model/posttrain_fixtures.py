@@ -81,7 +81,14 @@ def sft_checkpoint(tmp_path_factory, base_checkpoint) -> Path:
     from model.sft import SFTConfig, SFTTrainer
 
     out = tmp_path_factory.mktemp("sft")
-    trainer = SFTTrainer(SFTConfig(init_from=str(base_checkpoint), data=data_config(), train=train_config(out)))
-    trainer.train()
-    trainer.close()
+    # Session fixtures run before tests/model/conftest.py's one_thread; tiny matmuls on a
+    # shared machine are many times slower with a thread per host core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = SFTTrainer(SFTConfig(init_from=str(base_checkpoint), data=data_config(), train=train_config(out)))
+        trainer.train()
+        trainer.close()
+    finally:
+        torch.set_num_threads(threads)
     return out / "checkpoints"
