@@ -27,6 +27,7 @@ STAGE_KINDS: dict[str, str] = {
     "train_tokenizer": "stages.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokenize:Tokenize",
     "pretrain": "stages.pretrain:Pretrain",
+    "sft": "stages.sft:SFT",
 }
 
 

@@ -1,0 +1,115 @@
+"""`sft`: the DAG's adapter to model/'s supervised fine-tuning — fine-tune the upstream model.
+
+Input: a `pretrain` (or another `sft`) stage, whose committed `model/` folder
+(model.safetensors, model.json, tokenizer.json) is the starting checkpoint. The config is
+model/'s own SFT schema (`model/sft.py`, `model/posttrain.py`): `data` and `train` sections
+come from `preset` (an SFT YAML such as configs/sft.yaml; its `init_from` is ignored)
+overridden key by key by the `data` / `train` params; the stage sets `init_from` and
+`train.out_dir`. The whole config is validated when the pipeline config loads. The
+instruction files (`data.train_file`, `data.val_file`) and the preset are part of the
+cache key by content.
+
+One task. Checkpoints go to `train/` in the stage directory (scratch that survives a killed
+run, so a re-run resumes). When training ends the stage commits `model/` (what
+`lmforge chat`, `generate`, `export-hf` and a DPO run's `init_from` load) and the training
+log; the manifest's task info holds first/final training loss and first/last validation loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import model_validator
+
+from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
+from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
+
+MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
+
+
+class SFTParams(Params):
+    preset: str | None = None  # an SFT YAML whose data/train sections are the base
+    data: dict[str, Any] = {}  # train_file, val_file, val_fraction, seq_len, system_prompt, ...
+    train: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _valid_sft_config(self) -> SFTParams:
+        sft_config(self, init_from="<upstream model>", out_dir="<stage>/train")
+        return self
+
+
+def sft_config(params: SFTParams, init_from: str, out_dir: str):
+    """model/'s SFTConfig for these params; raises ValueError naming the bad key."""
+    from model.config import ConfigError, from_dict
+    from model.sft import SFTConfig
+
+    base: dict[str, Any] = {}
+    if params.preset is not None:
+        import yaml
+
+        try:
+            base = yaml.safe_load(Path(params.preset).read_text()) or {}
+        except OSError as exc:
+            raise ValueError(f"preset {params.preset!r}: {exc.strerror}") from None
+    raw = {"init_from": init_from,
+           "data": {**base.get("data", {}), **params.data},
+           "train": {**base.get("train", {}), **params.train, "out_dir": out_dir}}
+    try:
+        return from_dict(SFTConfig, raw, "sft config:")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class SFT(Stage):
+    kind = "sft"
+    version = 1
+    Params = SFTParams
+    scratch_dirs = ("train",)
+
+    def fingerprint(self) -> Any:
+        # The preset's and the data files' content, not only their names, decide the model.
+        config = sft_config(self.params, init_from="-", out_dir="-")
+        paths = [self.params.preset, config.data.train_file, config.data.val_file]
+        return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if p is not None}
+
+    def tasks(self, inputs: list[StageInput]) -> list[Task]:
+        models = sorted(str(Path(f).parent) for inp in inputs for f in inp.files
+                        if Path(f).name == "model.safetensors" and Path(f).parent.name == "model")
+        if len(models) != 1:
+            raise ValueError(f"stage '{self.name}': needs exactly one input stage with a committed model/ "
+                             f"(a pretrain or sft stage); found: {models or 'none'}")
+        return [Task(name="sft", inputs=(models[0],))]
+
+    def run_task(self, task: Task) -> TaskResult:
+        from model.sft import SFTTrainer
+
+        start = time.perf_counter()
+        trainer = SFTTrainer(sft_config(self.params, task.inputs[0], str(self.stage_dir / "train")))
+        try:
+            trainer.train()
+            checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
+        finally:
+            trainer.close()
+        files = [self._commit_copy(checkpoint / name, f"model/{name}") for name in MODEL_FILES]
+        log = self.stage_dir / "train" / "log.jsonl"
+        files.append(self._commit_copy(log, "train_log.jsonl"))
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
+        info = {"steps": trainer.step, "parameters": trainer.num_params,
+                "train_examples": len(trainer.train_data.examples),
+                "first_loss": records[0]["loss"] if records else None,
+                "final_loss": records[-1]["loss"] if records else None,
+                "first_val_loss": vals[0] if vals else None, "final_val_loss": vals[-1] if vals else None}
+        return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
+
+    def _commit_copy(self, source: Path, rel: str) -> FileEntry:
+        final = self.stage_dir / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_path_for(final)
+        shutil.copyfile(source, tmp)
+        return commit_artifact(self.stage_dir, tmp, final)

@@ -1,0 +1,68 @@
+"""sft: the DAG fine-tunes its own pretrained model on instruction data and commits it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import pipeline
+from pipeline.config import ConfigError, config_from_dict
+
+DATA = "tests/data/sft_preference_240.json"
+TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 128}
+TRAIN = {"batch_size": 4, "warmup_steps": 1, "lr": 3e-3, "min_lr": 3e-4, "eval_batches": 5, "log_every": 100,
+         "checkpoint_every": 0, "seed": 0}
+
+
+def config(tmp_path, data=DATA, **sft):
+    return {
+        "name": "s",
+        "run_dir": str(tmp_path / "run"),
+        "stages": {
+            "ingest": {"kind": "ingest", "params": {"paths": ["demo/corpus/verdict.jsonl"], "id_field": "id"},
+                       "max_error_fraction": 0.1},
+            "bpe": {"kind": "train_tokenizer", "inputs": ["ingest"], "params": {"vocab_size": 300}},
+            "tok": {"kind": "tokenize", "inputs": ["ingest", "bpe"], "params": {"val_fraction": 0.1}},
+            "lm": {"kind": "pretrain", "inputs": ["tok"], "params": {
+                "model": TINY, "data": {"seq_len": 32}, "sample_tokens": 0,
+                "train": {**TRAIN, "max_steps": 2, "eval_every": 0}}},
+            "sft": {"kind": "sft", "inputs": ["lm"], "params": {
+                "preset": "configs/sft.yaml",
+                "data": {"train_file": data, "max_examples": 120, "seq_len": 128, "val_fraction": 0.2},
+                "train": {**TRAIN, "max_steps": 10, "eval_every": 5}, **sft}},
+        },
+    }
+
+
+def test_sft_stage_fine_tunes_the_pretrained_model(tmp_path):
+    data = tmp_path / "data.json"
+    shutil.copyfile(DATA, data)
+    outcomes = pipeline.run(config(tmp_path, data=str(data)))
+    assert outcomes[-1].status == "ran"
+    stage = tmp_path / "run" / "sft"
+    manifest = json.loads((stage / "manifest.json").read_text())
+    info = manifest["tasks"]["sft"]["info"]
+    assert info["steps"] == 10 and info["train_examples"] == 96
+    assert info["final_val_loss"] < info["first_val_loss"]
+    committed = sorted(f["path"] for f in manifest["tasks"]["sft"]["files"])
+    assert committed == ["model/model.json", "model/model.safetensors", "model/tokenizer.json", "train_log.jsonl"]
+    # The pretrain stage's tokenizer (with the chat tokens) travels with the model.
+    assert ((stage / "model" / "tokenizer.json").read_bytes()
+            == (tmp_path / "run" / "lm" / "model" / "tokenizer.json").read_bytes())
+    weights = (stage / "model" / "model.safetensors").read_bytes()
+
+    # Unchanged config and data: cached. New content under the same file name: trained again.
+    assert pipeline.run(config(tmp_path, data=str(data)))[-1].status == "skipped"
+    data.write_text(json.dumps(json.loads(data.read_text())[::-1]))
+    again = pipeline.run(config(tmp_path, data=str(data)))
+    assert [o.status for o in again] == ["skipped"] * 4 + ["ran"]
+    assert (stage / "model" / "model.safetensors").read_bytes() != weights
+
+
+def test_bad_sft_key_is_a_config_error(tmp_path):
+    bad = config(tmp_path)
+    bad["stages"]["sft"]["params"]["data"]["seq_lenn"] = 3
+    with pytest.raises(ConfigError, match=r"stage 'sft'.*unknown key 'seq_lenn'"):
+        config_from_dict(bad)
