@@ -297,7 +297,9 @@ class PostTrainer(Trainer):
         self.num_params = model.num_params()
         self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16)
         self.optimizer = self._build_optimizer()
-        self.peak_flops = None  # tokens per step vary with padding; MFU is not reported
+        # No MFU: padding varies per batch and DPO adds reference passes, so flops_per_token
+        # (one causal LM pass at seq_len) would mislead; tokens/s counts non-padding tokens.
+        self.peak_flops = None
 
         train_records, val_records = split_records(config.data)
         batch_args = dict(batch_size=tc.batch_size, rank=self.world.rank, world_size=self.world.world_size,

@@ -14,7 +14,6 @@ from model.config import ConfigError
 from model.posttrain import IGNORE, load_post_config, split_records
 from model.sft import SFTConfig, SFTTrainer
 from tests.model.posttrain_fixtures import (  # noqa: F401 (fixtures)
-    PAIRS,
     base_checkpoint,
     chat_tokenizer,
     data_config,
