@@ -90,3 +90,18 @@ def test_dpo_raises_heldout_margin(sft_checkpoint, tmp_path):
     # The log carries the reward metrics for training steps and validation.
     assert {"reward_margin", "reward_accuracy", "logp_margin"} <= records[0].keys()
     assert "val_reward_accuracy" in records[9] and "val_reward_accuracy" not in records[8]
+
+
+def test_preference_records_in_both_layouts():
+    from model.posttrain import preference_triple
+
+    alpaca = {"instruction": "Edit.", "input": "He go.", "chosen": "He goes.", "rejected": "He goes, obviously."}
+    assert preference_triple(alpaca, "f: record 0") == (
+        [{"role": "user", "content": "Edit.\n\nHe go."}], "He goes.", "He goes, obviously.")
+    chat = {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
+            "chosen": "Hello!", "rejected": "What?"}
+    assert preference_triple(chat, "f: record 1", system_prompt="ignored")[0] == chat["prompt"]
+    assert preference_triple({"prompt": "Hi", "chosen": "a", "rejected": "b"}, "x", system_prompt="S")[0] == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+    with pytest.raises(ValueError, match=r"f: record 2: missing key 'rejected'"):
+        preference_triple({"prompt": "Hi", "chosen": "a"}, "f: record 2")
