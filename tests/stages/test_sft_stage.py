@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import pipeline
 from pipeline.config import ConfigError, config_from_dict
@@ -14,6 +15,15 @@ DATA = "tests/data/sft_preference_240.json"
 TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 128}
 TRAIN = {"batch_size": 4, "warmup_steps": 1, "lr": 3e-3, "min_lr": 3e-4, "eval_batches": 5, "log_every": 100,
          "checkpoint_every": 0, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The local executor trains in this process: tiny matmuls on a shared 2-core machine.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def config(tmp_path, data=DATA, **sft):
@@ -30,8 +40,8 @@ def config(tmp_path, data=DATA, **sft):
                 "train": {**TRAIN, "max_steps": 2, "eval_every": 0}}},
             "sft": {"kind": "sft", "inputs": ["lm"], "params": {
                 "preset": "configs/sft.yaml",
-                "data": {"train_file": data, "max_examples": 120, "seq_len": 128, "val_fraction": 0.2},
-                "train": {**TRAIN, "max_steps": 10, "eval_every": 5}, **sft}},
+                "data": {"train_file": data, "max_examples": 80, "seq_len": 128, "val_fraction": 0.2},
+                "train": {**TRAIN, "max_steps": 6, "eval_every": 3}, **sft}},
         },
     }
 
@@ -44,7 +54,7 @@ def test_sft_stage_fine_tunes_the_pretrained_model(tmp_path):
     stage = tmp_path / "run" / "sft"
     manifest = json.loads((stage / "manifest.json").read_text())
     info = manifest["tasks"]["sft"]["info"]
-    assert info["steps"] == 10 and info["train_examples"] == 96
+    assert info["steps"] == 6 and info["train_examples"] == 64
     assert info["final_val_loss"] < info["first_val_loss"]
     committed = sorted(f["path"] for f in manifest["tasks"]["sft"]["files"])
     assert committed == ["model/model.json", "model/model.safetensors", "model/tokenizer.json", "train_log.jsonl"]
