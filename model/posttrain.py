@@ -21,10 +21,13 @@ permutation of the examples, so the resumable position is one integer, as in
 
 ``PostTrainer`` is ``model.trainer.Trainer`` with a different model source (an existing
 checkpoint instead of a fresh init), a different batch source (the above) and a loss
-computed by the subclass (``loss_and_metrics``). Checkpoints, resume, logging (JSONL +
-TensorBoard), learning-rate schedule, optimizer, DDP/FSDP wrapping and the NaN guard's
-policy are the Trainer's own. Extra metrics (DPO reward margins, accuracy) go into the same
-log records.
+computed by the subclass (``loss_and_metrics``). The training loop, checkpoints, resume,
+logging (JSONL + TensorBoard), learning-rate schedule, optimizer and DDP/FSDP wrapping are
+the Trainer's own methods. Two pieces are written here because the Trainer has no hook for
+them: the constructor (Trainer.__init__ builds a fresh model on token shards) and
+``train_step`` (Trainer.train_step calls ``model(inputs, targets)``; this one calls
+``loss_and_metrics`` and keeps the Trainer's NaN/Inf guard policy). Extra metrics (DPO
+reward margins, accuracy) go into the same log records.
 """
 
 from __future__ import annotations
