@@ -267,8 +267,9 @@ def lengths_section(stages: list[StageView], plots: PlotWriter) -> Section | Non
     if not series:
         return None
     section = Section("lengths", "Document lengths", "Characters per document, log-spaced bins.")
+    low = max(1, min(int(v.min()) for _, v in series))
     top = max(int(v.max()) for _, v in series)
-    bins = np.logspace(0, np.log10(max(top, 10)) + 0.01, 40)
+    bins = np.logspace(np.log10(low), np.log10(max(top, 10 * low)) + 0.01, 40)
     fig, ax = plots.figure(figsize=(10, 4))
     for (label, values), color in zip(series, ("#fdae6b", "#3182bd")):
         ax.hist(np.maximum(values, 1), bins=bins, alpha=0.6, label=f"{label}: {len(values):,} docs", color=color)
