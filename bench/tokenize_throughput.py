@@ -1,6 +1,6 @@
 """Tokenize-stage throughput and memory vs raw `Tokenizer.encode_batch` and datatrove.
 
-    python -m bench.tokenize [--threads 1] [--train-mb 100] [--vocab 32768]
+    python -m bench.tokenize_throughput [--threads 1] [--train-mb 100] [--vocab 32768]
 
 (Run it as a module: as a script, this file's name would shadow the standard library's
 `tokenize` for everything the benchmark imports.)
@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
-    sys.exit("run as a module from the repository root: python -m bench.tokenize")
+    sys.exit("run as a module from the repository root: python -m bench.tokenize_throughput")
 
 import argparse
 import json
