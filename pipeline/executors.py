@@ -51,7 +51,7 @@ class DaskExecutor:
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: never clash with a running dashboard
                 silence_logs=logging.ERROR,
             )
             self.client = Client(self._cluster)

@@ -232,6 +232,7 @@ def _stats(spec: LoadedStage, manifest: Manifest, total: Counts, wall: float,
         "executor": executor.name,
         "workers": executor.workers,
         "shards": {n: t["counts"] for n, t in sorted(manifest.tasks.items())},
+        "info": {n: t["info"] for n, t in sorted(manifest.tasks.items()) if t["info"]},
     }
 
 
