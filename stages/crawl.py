@@ -400,7 +400,7 @@ class _Crawler:
                     break
                 if host.robots_status is None:
                     host.robots_busy = True
-                    job = pool.submit(self._fetch_robots, key)
+                    job = pool.submit(self._fetch_robots, key, host)
                     futures[job] = (key, "robots")
                     self.robots_fetches += 1
                 elif self.pages_started >= self.p.max_pages:
@@ -431,9 +431,19 @@ class _Crawler:
 
     # --- jobs (worker threads: they touch no crawler state but their host's timing) -------
 
-    def _fetch_robots(self, key: str) -> tuple[str, Any, list[Response], str | None]:
+    def _fetch_robots(self, key: str, host: _Host) -> tuple[str, Any, list[Response], str | None]:
         """robots.txt of one host, following up to 5 redirects (RFC 9309)."""
-        url = robots_url(key + "/")
+        try:
+            return self._robots_chain(robots_url(key + "/"))
+        finally:
+            self._spaced(host)
+
+    def _spaced(self, host: _Host) -> None:
+        """The next request to `host` waits the delay after this one finished, too."""
+        with self._lock:
+            host.next_time = max(host.next_time, time.monotonic() + host.delay)
+
+    def _robots_chain(self, url: str) -> tuple[str, Any, list[Response], str | None]:
         exchanges: list[Response] = []
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
             try:
@@ -487,8 +497,7 @@ class _Crawler:
             outcome.reason, outcome.error = f"error:fetch_error:{exc.kind}", str(exc)
             return outcome
         finally:
-            with self._lock:  # space request starts, not submissions, by the delay
-                host.next_time = max(host.next_time, time.monotonic() + host.delay)
+            self._spaced(host)
         outcome.exchanges.append(r)
         location = r.header("location")
         if 300 <= r.status < 400 and location:

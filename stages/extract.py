@@ -19,10 +19,11 @@ whose extraction runs past `timeout_seconds` is rejected as `timeout` and kept i
 rejected/ (datatrove drops these uncounted); empty output is rejected as `empty`.
 With `isolate: process` (the default for trafilatura) the engine runs in a child process
 that is killed at the time limit and restarted, so one pathological page costs at most
-`timeout_seconds` and never stalls the worker; the child is spawned with `subprocess`
+`timeout_seconds` of CPU time (wall time capped at 4x that) and never stalls the worker; the child is spawned with `subprocess`
 because dask worker processes are daemonic and may not fork multiprocessing children.
 With `isolate: inline` (the default for resiliparse, whose C++ parser is linear in the
-input) the time is measured and an overrun is rejected after the fact.
+input) the CPU time is measured and an overrun is rejected after the fact. Limits are in
+CPU seconds so that a loaded machine does not change which documents time out.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -52,6 +54,8 @@ _DATE_KEYS = ("article:published_time", "datepublished", "date", "dc.date",
 HEAD_CHARS = 65_536  # title and date live in the head; never scan a whole page for them
 _LEN = struct.Struct("!I")
 STARTUP_SECONDS = 120
+WALL_FACTOR = 4  # a page may take this many times its CPU limit in wall time on a busy machine
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class ExtractParams(Params):
@@ -75,12 +79,9 @@ class Extract(DocStage):
         size = len(doc.text.encode("utf-8", "surrogatepass"))
         if size > self.params.max_html_bytes:
             return Rejected(doc, "too_large")
-        start = time.perf_counter()
         try:
-            text = self._engine().extract(doc.text, doc.url)
+            text = self._engine().extract(doc.text)
         except _Timeout:
-            return Rejected(doc, "timeout")
-        if time.perf_counter() - start > self.params.timeout_seconds:
             return Rejected(doc, "timeout")
         if not text or not text.strip():
             return Rejected(doc, "empty")
@@ -124,7 +125,7 @@ def page_title_and_date(html: str) -> tuple[str | None, str | None]:
     return title, date
 
 
-def extract_text(options: dict[str, Any], html: str, url: str | None) -> str | None:
+def extract_text(options: dict[str, Any], html: str) -> str | None:
     """Run one engine on one page (in this process)."""
     if options["engine"] == "resiliparse":
         from resiliparse.extract.html2text import extract_plain_text
@@ -134,7 +135,7 @@ def extract_text(options: dict[str, Any], html: str, url: str | None) -> str | N
     import trafilatura
 
     return trafilatura.extract(
-        html, url=url, favor_precision=options["favor_precision"], include_comments=False,
+        html, favor_precision=options["favor_precision"], include_comments=False,
         include_tables=options["include_tables"], deduplicate=options["deduplicate"],
     )
 
@@ -147,8 +148,12 @@ class _Inline:
     def __init__(self, options: dict[str, Any]):
         self.options = options
 
-    def extract(self, html: str, url: str | None) -> str | None:
-        return extract_text(self.options, html, url)
+    def extract(self, html: str) -> str | None:
+        start = time.process_time()
+        text = extract_text(self.options, html)
+        if time.process_time() - start > self.options["timeout_seconds"]:
+            raise _Timeout()  # cannot interrupt C++ code: judged after the fact
+        return text
 
 
 class _Sandbox:
@@ -173,13 +178,20 @@ class _Sandbox:
             self.stop()
             raise RuntimeError("the extraction process did not start") from None
 
-    def extract(self, html: str, url: str | None) -> str | None:
+    def extract(self, html: str) -> str | None:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        _send(self.proc.stdin, (html, url))
-        deadline = time.monotonic() + self.options["timeout_seconds"]
+        _send(self.proc.stdin, html)
+        limit = self.options["timeout_seconds"]
+        cpu_start, wall_cap = self._cpu(), time.monotonic() + limit * WALL_FACTOR
         try:
-            ok, value = _receive(self.proc.stdout, deadline)
+            # The limit is CPU time of the child, so a busy machine does not turn slow
+            # scheduling into timeouts (outcomes stay the same on any executor); wall time
+            # is capped at WALL_FACTOR x the limit all the same.
+            while not _readable(self.proc.stdout, limit - (self._cpu() - cpu_start), wall_cap):
+                if self._cpu() - cpu_start >= limit or time.monotonic() >= wall_cap:
+                    raise _Timeout()
+            ok, value = _receive(self.proc.stdout, wall_cap)
         except _Timeout:
             self.stop()
             raise
@@ -189,6 +201,14 @@ class _Sandbox:
         if not ok:
             raise RuntimeError(value)
         return value
+
+    def _cpu(self) -> float:
+        """CPU seconds the child has used (wall seconds where /proc is missing)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            return time.monotonic()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -209,6 +229,12 @@ def _send(pipe, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_LEN.pack(len(data)) + data)
     pipe.flush()
+
+
+def _readable(pipe, cpu_left: float, wall_cap: float) -> bool:
+    """Wait until the child answers, for at most the CPU time it has left (a lower bound)."""
+    wait = max(0.0, min(cpu_left, wall_cap - time.monotonic()))
+    return bool(select.select([pipe.fileno()], [], [], wait)[0])
 
 
 def _read_exact(pipe, n: int, deadline: float | None) -> bytes:
@@ -232,17 +258,17 @@ def _receive(pipe, deadline: float | None) -> Any:
 
 
 def _child_main() -> None:
-    """The extraction process: read options, then (html, url) pairs until stdin closes."""
+    """The extraction process: read options, then pages until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a library that prints must not corrupt the protocol
     try:
         options = _receive(stdin, None)
-        extract_text(options, "<html><body><p>warm up</p></body></html>", None)
+        extract_text(options, "<html><body><p>warm up</p></body></html>")
         _send(stdout, (True, "ready"))
         while True:
-            html, url = _receive(stdin, None)
+            html = _receive(stdin, None)
             try:
-                result = (True, extract_text(options, html, url))
+                result = (True, extract_text(options, html))
             except Exception as exc:  # reported to the parent, counted as an error there
                 result = (False, f"{type(exc).__name__}: {exc}")
             _send(stdout, result)
