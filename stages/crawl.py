@@ -29,7 +29,8 @@ Resume: a WARC file is committed (fsync + rename) when it is full, every
 atomically at the top of the stage directory with the committed WARC files, the seen-set,
 the URLs whose outcome is committed and the counts. A killed crawl restarts from that
 file: committed pages are never fetched again; URLs seen but not committed are queued
-again. The WARC files also live at the top of the stage directory, because the engine
+again (robots.txt is fetched again too: rules may have changed). The WARC files also
+live at the top of the stage directory, because the engine
 deletes unlisted files in stage subdirectories on resume (see the report to the lead).
 
 The web is not deterministic: WARC files carry fetch times and differ between runs. Only
@@ -38,20 +39,18 @@ the set of outcomes is reproducible against a static site.
 
 from __future__ import annotations
 
-import heapq
 import json
 import re
 import threading
 import time
-import uuid
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from pydantic import Field, model_validator
 
@@ -192,13 +191,14 @@ class _Crawler:
         )
         self.include = [re.compile(x) for x in params.include]
         self.exclude = [re.compile(x) for x in params.exclude]
-        self.allowed = [d.lower().strip(".") for d in params.allowed_domains]
+        # Scope: the allowed domains, or else the hosts of the seeds.
+        self.allowed = [d.lower().strip(".") for d in params.allowed_domains] or _hosts(seeds)
         self.counts = Counts()
         self.first_errors: list[str] = []
         self.files: list[FileEntry] = []
         self.seen: dict[str, tuple[int, int]] = {}  # url -> (depth, redirect hops)
         self.done: set[str] = set()  # outcome committed with a WARC file
-        self.pending: list[tuple[str, str]] = []  # (url, outcome key) since the last commit
+        self.pending: list[tuple[str, str, int]] = []  # (url, outcome, body bytes) since the last commit
         self.incoming: deque = deque()  # (url, depth, hops) waiting for triage
         self.hosts: dict[str, _Host] = {}
         self.pages_started = 0
@@ -259,25 +259,27 @@ class _Crawler:
             return
         if entry is not None:
             self.files.append(entry)
-        for url, key in self.pending:
-            self._count(key)
+        for url, key, size in self.pending:
+            self._count(key, size)
             self.done.add(url)
         self.pending = []
         self.last_commit = time.monotonic()
         self._save()
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, size: int) -> None:
         kind, _, reason = key.partition(":")
         self.counts.n_in += 1
+        self.counts.bytes_in += size
         if kind == "kept":
             self.counts.kept += 1
+            self.counts.bytes_out += size
         elif kind == "error":
             self.counts.errors[reason] += 1
         else:
             self.counts.dropped[reason] += 1
 
-    def _finish(self, url: str, key: str, detail: str | None = None) -> None:
-        self.pending.append((url, key))
+    def _finish(self, url: str, key: str, detail: str | None = None, size: int = 0) -> None:
+        self.pending.append((url, key, size))
         if detail and key.startswith("error:") and len(self.first_errors) < 5:
             self.first_errors.append(f"{url}: {detail}")
 
@@ -321,28 +323,12 @@ class _Crawler:
         host.queue.append((url, depth, hops))
 
     def _in_scope(self, url: str) -> bool:
-        from urllib.parse import urlsplit
-
         hostname = urlsplit(url).hostname or ""
-        domains = self.allowed or self._seed_hosts()
-        if not any(hostname == d or hostname.endswith("." + d) for d in domains):
+        if not any(hostname == d or hostname.endswith("." + d) for d in self.allowed):
             return False
         if self.include and not any(r.search(url) for r in self.include):
             return False
         return not any(r.search(url) for r in self.exclude)
-
-    def _seed_hosts(self) -> list[str]:
-        from urllib.parse import urlsplit
-
-        if not hasattr(self, "_seed_host_list"):
-            hosts = []
-            for seed in self.seeds:
-                try:
-                    hosts.append(urlsplit(normalize_url(seed)).hostname or "")
-                except BadURL:
-                    continue
-            self._seed_host_list = [h for h in hosts if h]
-        return self._seed_host_list
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -521,7 +507,17 @@ class _Crawler:
             for link in outcome.links:
                 self._discover(link, outcome.url, depth + 1, 0)
         self._finish(outcome.url, "kept:fetched" if outcome.kept else outcome.reason,
-                     outcome.error)
+                     outcome.error, sum(len(r.body) for r in outcome.exchanges))
+
+
+def _hosts(urls: list[str]) -> list[str]:
+    hosts = []
+    for url in urls:
+        try:
+            hosts.append(urlsplit(normalize_url(url)).hostname or "")
+        except BadURL:
+            continue
+    return [h for h in hosts if h]
 
 
 def _links(body: bytes, url: str, follow_nofollow: bool) -> list[str]:
@@ -552,8 +548,6 @@ def _links(body: bytes, url: str, follow_nofollow: bool) -> list[str]:
 
 
 def _join(base: str, href: str) -> str:
-    from urllib.parse import urljoin
-
     return urljoin(base, href.strip())
 
 

@@ -92,7 +92,7 @@ class IngestWarc(DocStage):
         for inp in inputs:
             found += [(f, f"{inp.name}/{Path(f).name}") for f in inp.files
                       if any(s in Path(f).name for s in WARC_SUFFIXES)]
-        if not found:
+        if not self.params.paths and not inputs:
             raise FileNotFoundError(f"stage '{self.name}': no WARC/ARC/WET input "
                                     "(set params.paths or give a crawl stage as input)")
         return found

@@ -45,6 +45,9 @@ def test_crawl_then_ingest_returns_the_served_pages(tmp_path):
     assert {d["url"]: d["text"] for d in docs} == served
     crawl = json.loads((tmp_path / "run" / "crawl" / "manifest.json").read_text())
     warcs = crawl["tasks"]["crawl"]["files"]
+    counts = crawl["tasks"]["crawl"]["counts"]
+    assert counts["kept"] == 6 and counts["dropped"] == {"http_404": 1}
+    assert counts["bytes_out"] == sum(len(body) for _, _, body in routes.values())
     assert len(warcs) > 1  # rotated by size
     assert all(json.loads(d["metadata"])["charset"] == "utf-8" for d in docs)
     stats = json.loads((stage / "stats.json").read_text())
@@ -105,3 +108,13 @@ def test_killed_crawl_resumes_without_refetching_committed_pages(tmp_path):
     leftovers = [p.name for p in (tmp_path / "run" / "crawl").iterdir()
                  if p.name.endswith(".warc.gz") and p.name not in {f["path"] for f in task["files"]}]
     assert leftovers == []
+
+
+def test_crawl_that_fetched_nothing_gives_an_empty_ingest(tmp_path):
+    config = warc_pipeline(tmp_path, ["http://10.0.0.1/"], allow_private=False)
+    run(config)
+    crawl = json.loads((tmp_path / "run" / "crawl" / "manifest.json").read_text())
+    assert crawl["tasks"]["crawl"]["files"] == []
+    assert crawl["tasks"]["crawl"]["counts"]["dropped"] == {"refused:private": 1}
+    pages = json.loads((tmp_path / "run" / "pages" / "stats.json").read_text())
+    assert (pages["in"], pages["tasks"]) == (0, 0)
