@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -85,6 +86,15 @@ def commit_artifact(stage_dir: Path, tmp: Path, final: Path, docs: int = 0) -> F
         docs=docs,
         bytes=final.stat().st_size,
     )
+
+
+def commit_copy(stage_dir: Path, source: Path, rel: str) -> FileEntry:
+    """Copy `source` into the stage directory as `rel`, committed atomically."""
+    final = stage_dir / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    shutil.copyfile(source, tmp)
+    return commit_artifact(stage_dir, tmp, final)
 
 
 class ParquetShardWriter:

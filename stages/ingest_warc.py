@@ -32,7 +32,6 @@ characters (more than 1% of them) is `undecodable`. Labels map as browsers do
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -41,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field
 
 from pipeline.documents import Document, Rejected
+from pipeline.inputs import expand_paths, fingerprint_files
 from pipeline.stage import DocStage, Params, StageInput, Task
 
 BLOCK = 1 << 20
@@ -78,17 +77,8 @@ class IngestWarc(DocStage):
 
     def files(self, inputs: list[StageInput] = ()) -> list[tuple[str, str]]:
         """(url, source) for every input file; source is what document ids start with."""
-        urls: list[str] = []
-        for pattern in self.params.paths:
-            fs, _, paths = fsspec.core.get_fs_token_paths(pattern, mode="rb", expand=True)
-            if not paths:
-                raise FileNotFoundError(f"stage '{self.name}': params.paths: no file matches {pattern!r}")
-            local = isinstance(fs, LocalFileSystem)
-            urls += [p if local else fs.unstrip_protocol(p) for p in paths]
-        urls = sorted(set(urls))
-        local = [u for u in urls if "://" not in u]
-        root = os.path.commonpath([os.path.dirname(u) for u in local]) if local else ""
-        found = [(u, os.path.relpath(u, root) if u in local and root else u) for u in urls]
+        found = (expand_paths(self.params.paths, f"stage '{self.name}': params.paths")
+                 if self.params.paths else [])
         for inp in inputs:
             found += [(f, f"{inp.name}/{Path(f).name}") for f in inp.files
                       if any(s in Path(f).name for s in WARC_SUFFIXES)]
@@ -98,14 +88,7 @@ class IngestWarc(DocStage):
         return found
 
     def fingerprint(self) -> Any:
-        result = []
-        for url, source in self.files() if self.params.paths else []:
-            try:
-                info = fsspec.core.url_to_fs(url)[0].info(url)
-                result.append([source, info.get("size"), info.get("mtime") or info.get("ETag")])
-            except OSError:
-                result.append([source, None, None])
-        return result
+        return fingerprint_files(self.files()) if self.params.paths else []
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         return [Task(name=f"{i:05d}", inputs=(url,), payload=(("source", source),))

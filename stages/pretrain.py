@@ -17,13 +17,12 @@ log, and a sampled continuation of `sample_prompt` (fixed seed) in `sample.txt`.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from pipeline.artifacts import commit_artifact, tmp_path_for
+from pipeline.artifacts import commit_artifact, commit_copy, tmp_path_for
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
@@ -103,9 +102,10 @@ class Pretrain(Stage):
             checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
         finally:
             trainer.close()
-        files = [self._commit_copy(checkpoint / name, f"model/{name}") for name in MODEL_FILES
-                 if (checkpoint / name).exists()]
-        files.append(self._commit_copy(self.stage_dir / "train" / "log.jsonl", "train_log.jsonl"))
+        files = [commit_copy(self.stage_dir, checkpoint / name, f"model/{name}")
+                 for name in MODEL_FILES if (checkpoint / name).exists()]
+        log = self.stage_dir / "train" / "log.jsonl"
+        files.append(commit_copy(self.stage_dir, log, "train_log.jsonl"))
         sample = self._sample(self.stage_dir / "model") if self.params.sample_tokens else ""
         tmp = tmp_path_for(self.stage_dir / "sample.txt")
         tmp.write_text(self.params.sample_prompt + sample + "\n")
@@ -114,12 +114,6 @@ class Pretrain(Stage):
         info.update(parameters=trainer.num_params, sample=self.params.sample_prompt + sample)
         return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
 
-    def _commit_copy(self, source: Path, rel: str):
-        final = self.stage_dir / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path_for(final)
-        shutil.copyfile(source, tmp)
-        return commit_artifact(self.stage_dir, tmp, final)
 
     def _sample(self, model_dir: Path) -> str:
         import torch

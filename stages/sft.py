@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import model_validator
 
-from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
+from pipeline.artifacts import commit_copy
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
@@ -95,9 +94,9 @@ class SFT(Stage):
             checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
         finally:
             trainer.close()
-        files = [self._commit_copy(checkpoint / name, f"model/{name}") for name in MODEL_FILES]
+        files = [commit_copy(self.stage_dir, checkpoint / name, f"model/{name}") for name in MODEL_FILES]
         log = self.stage_dir / "train" / "log.jsonl"
-        files.append(self._commit_copy(log, "train_log.jsonl"))
+        files.append(commit_copy(self.stage_dir, log, "train_log.jsonl"))
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
         info = {"steps": trainer.step, "parameters": trainer.num_params,
@@ -107,9 +106,3 @@ class SFT(Stage):
                 "first_val_loss": vals[0] if vals else None, "final_val_loss": vals[-1] if vals else None}
         return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
 
-    def _commit_copy(self, source: Path, rel: str) -> FileEntry:
-        final = self.stage_dir / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path_for(final)
-        shutil.copyfile(source, tmp)
-        return commit_artifact(self.stage_dir, tmp, final)
