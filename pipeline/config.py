@@ -118,6 +118,17 @@ def _format_pydantic(prefix: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def load_preset(path: str | None) -> dict[str, Any]:
+    """A training preset (configs/tiny.yaml, configs/sft.yaml) as a dict; {} for None.
+    Stages that wrap model/ start from one and override it key by key."""
+    if path is None:
+        return {}
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"preset {path!r}: {exc.strerror}") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read, validate and order a run config; raise ConfigError on any mistake."""
     path = Path(path)

@@ -50,9 +50,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.manifest import Manifest
-from pipeline.stage import Counts
-from pipeline.status import RUN_FILE
+from pipeline.status import RUN_FILE, StageView, load_stages
 
 FILTER_KINDS = ("filter", "heuristic_filter", "langid", "quality_filter", "exact_dedup",
                 "minhash_filter")
@@ -60,32 +58,6 @@ TEMPLATE = "report_template.html"
 SAMPLE_CHARS = 600
 TOP_LANGUAGES = 15
 BATCH = 1024
-
-
-@dataclass
-class StageView:
-    """One stage directory as the report sees it."""
-
-    name: str
-    kind: str
-    directory: Path
-    complete: bool
-    counts: Counts
-    files: list[str]
-    infos: list[dict[str, Any]]
-    wall_seconds: float | None = None
-
-    def paths(self, sub: str, suffix: str = ".parquet") -> list[Path]:
-        return [self.directory / f for f in self.files
-                if f.startswith(f"{sub}/") and f.endswith(suffix)]
-
-    @property
-    def is_doc_stage(self) -> bool:
-        return bool(self.paths("shards"))
-
-    def schema_names(self) -> set[str]:
-        shards = self.paths("shards")
-        return set(pq.read_schema(shards[0]).names) if shards else set()
 
 
 @dataclass
@@ -97,26 +69,6 @@ class Section:
     tables: list[dict[str, Any]] = field(default_factory=list)  # caption, header, rows
     samples: list[dict[str, Any]] = field(default_factory=list)  # heading, docs
     text: str = ""  # preformatted (a generated sample)
-
-
-def load_stages(run_dir: Path) -> list[StageView]:
-    order_file = run_dir / RUN_FILE
-    names = json.loads(order_file.read_text())["stages"] if order_file.exists() else []
-    names += sorted(p.parent.name for p in run_dir.glob("*/manifest.json") if p.parent.name not in names)
-    stages = []
-    for name in names:
-        manifest = Manifest.load(run_dir / name)
-        if manifest is None:
-            continue
-        total = Counts()
-        for task in manifest.tasks.values():
-            total.add(Counts.from_dict(task["counts"]))
-        stats_path = run_dir / name / "stats.json"
-        stats = json.loads(stats_path.read_text()) if manifest.complete and stats_path.exists() else {}
-        stages.append(StageView(name, manifest.data["kind"], run_dir / name, manifest.complete, total,
-                                manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
-                                stats.get("wall_seconds")))
-    return stages
 
 
 # ---------------------------------------------------------------- reading doc shards

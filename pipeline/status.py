@@ -15,8 +15,11 @@ Counts come from the manifests, so a partial stage shows what its committed shar
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from pipeline.artifacts import MANIFEST, STATS
 from pipeline.manifest import Manifest
@@ -25,9 +28,35 @@ from pipeline.stage import Counts
 RUN_FILE = "run.json"
 
 
-def run_status(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
+@dataclass
+class StageView:
+    """One stage directory as the report sees it."""
+
+    name: str
+    kind: str
+    directory: Path
+    complete: bool
+    counts: Counts
+    files: list[str]
+    infos: list[dict[str, Any]]
+    wall_seconds: float | None = None
+    docs_per_second: float | None = None
+
+    def paths(self, sub: str, suffix: str = ".parquet") -> list[Path]:
+        return [self.directory / f for f in self.files
+                if f.startswith(f"{sub}/") and f.endswith(suffix)]
+
+    @property
+    def is_doc_stage(self) -> bool:
+        return bool(self.paths("shards"))
+
+    def schema_names(self) -> set[str]:
+        shards = self.paths("shards")
+        return set(pq.read_schema(shards[0]).names) if shards else set()
+
+
+
+def load_stages(run_dir: Path) -> list[StageView]:
     order_file = run_dir / RUN_FILE
     names = json.loads(order_file.read_text())["stages"] if order_file.exists() else []
     names += sorted(p.parent.name for p in run_dir.glob(f"*/{MANIFEST}") if p.parent.name not in names)
@@ -41,18 +70,29 @@ def run_status(run_dir: Path) -> dict[str, Any]:
             total.add(Counts.from_dict(task["counts"]))
         stats_path = run_dir / name / STATS
         stats = json.loads(stats_path.read_text()) if manifest.complete and stats_path.exists() else {}
-        counts = total.to_dict()
+        stages.append(StageView(name, manifest.data["kind"], run_dir / name, manifest.complete, total,
+                                manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
+                                stats.get("wall_seconds"), stats.get("docs_per_second")))
+    return stages
+
+
+def run_status(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    stages = []
+    for view in load_stages(run_dir):
+        counts = view.counts.to_dict()
         stages.append({
-            "stage": name,
-            "kind": manifest.data["kind"],
-            "state": "complete" if manifest.complete else "partial",
-            "tasks_done": len(manifest.tasks),
+            "stage": view.name,
+            "kind": view.kind,
+            "state": "complete" if view.complete else "partial",
+            "tasks_done": len(view.infos),
             "in": counts["in"],
             "kept": counts["kept"],
             "dropped": counts["dropped"],
             "errors": counts["errors"],
-            "wall_seconds": stats.get("wall_seconds"),
-            "docs_per_second": stats.get("docs_per_second"),
+            "wall_seconds": view.wall_seconds,
+            "docs_per_second": view.docs_per_second,
         })
     return {"schema_version": 1, "run_dir": str(run_dir), "stages": stages}
 

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import commit_artifact, commit_copy, tmp_path_for
+from pipeline.config import load_preset
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
@@ -50,14 +51,7 @@ def training_config(params: PretrainParams, data_dir: str, out_dir: str):
     """model/'s RunConfig for these params; raises ValueError naming the bad key."""
     from model.config import ConfigError, RunConfig, from_dict
 
-    base: dict[str, Any] = {}
-    if params.preset is not None:
-        import yaml
-
-        try:
-            base = yaml.safe_load(Path(params.preset).read_text()) or {}
-        except OSError as exc:
-            raise ValueError(f"preset {params.preset!r}: {exc.strerror}") from None
+    base = load_preset(params.preset)
     raw = {
         "model": {**base.get("model", {}), **params.model},
         "data": {**{k: v for k, v in base.get("data", {}).items() if k in ("seq_len", "sampling")},

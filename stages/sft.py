@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import model_validator
 
 from pipeline.artifacts import commit_copy
+from pipeline.config import load_preset
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
@@ -47,14 +48,7 @@ def sft_config(params: SFTParams, init_from: str, out_dir: str):
     from model.config import ConfigError, from_dict
     from model.sft import SFTConfig
 
-    base: dict[str, Any] = {}
-    if params.preset is not None:
-        import yaml
-
-        try:
-            base = yaml.safe_load(Path(params.preset).read_text()) or {}
-        except OSError as exc:
-            raise ValueError(f"preset {params.preset!r}: {exc.strerror}") from None
+    base = load_preset(params.preset)
     raw = {"init_from": init_from,
            "data": {**base.get("data", {}), **params.data},
            "train": {**base.get("train", {}), **params.train, "out_dir": out_dir}}
