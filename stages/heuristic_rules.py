@@ -29,7 +29,7 @@ import hashlib
 import re
 from functools import cached_property, lru_cache
 from importlib.resources import files
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -123,6 +123,10 @@ class GopherQualityParams(Params):
     max_bullet_lines_ratio: float | None = 0.9
     max_ellipsis_lines_ratio: float | None = 0.3
     min_alpha_words_ratio: float | None = 0.8  # datatrove: max_non_alpha_words_ratio
+    # What the ratio counts: "tokens" as datatrove (and so FineWeb) does, where each
+    # punctuation mark is a word, so well-punctuated prose and verse fall under 0.8; or
+    # "whitespace": whitespace-separated words, as the Gopher paper states the rule.
+    alpha_words: Literal["tokens", "whitespace"] = "tokens"
     min_stop_words: int | None = 2
     stop_words: list[str] = GOPHER_STOP_WORDS
 
@@ -151,7 +155,11 @@ class GopherQuality(RuleSet):
         lines = view.lines or [""]
         bullets = sum(s.lstrip().startswith(("•", "-")) for s in lines)
         ellipsis_lines = sum(s.rstrip().endswith(("...", "…")) for s in lines)
-        alpha = sum(w.isalpha() or any(c.isalpha() for c in w) for w in words)
+        if p.alpha_words == "whitespace":
+            alpha_of = text.split()
+        else:
+            alpha_of = words
+        alpha = sum(w.isalpha() or any(c.isalpha() for c in w) for w in alpha_of)
         stop = len(set(p.stop_words).intersection(words))
         s = {
             "words": len(kept),
@@ -160,7 +168,7 @@ class GopherQuality(RuleSet):
             "ellipsis_ratio": _ratio(text.count("...") + text.count("…"), n_words),
             "bullet_lines_ratio": bullets / len(lines),
             "ellipsis_lines_ratio": ellipsis_lines / len(lines),
-            "alpha_words_ratio": _ratio(alpha, n_words),
+            "alpha_words_ratio": _ratio(alpha, len(alpha_of)),
             "stop_words": stop,
         }
         view.scores.update({self.column(k): v for k, v in s.items()})

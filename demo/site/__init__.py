@@ -109,7 +109,9 @@ def _layout(title: str, body: str, sidebar: str = "", charset_meta: str | None =
 
 def _article_page(a: dict, related: list[dict], mirror_of: str | None = None) -> str:
     tags = " ".join(f'<a class="tag" href="/tags/{t}.html">#{t}</a>' for t in a["tags"])
-    paragraphs = "\n".join(f"<p>{html.escape(p)}</p>" for p in a["paragraphs"])
+    # A newline inside a paragraph is a line break (verse).
+    paragraphs = "\n".join("<p>" + html.escape(p).replace("\n", "<br>\n") + "</p>"
+                           for p in a["paragraphs"])
     crumbs = f'<nav class="breadcrumb"><a href="/index.html">Home</a> &rsaquo; ' \
              f'<a href="/tags/{a["tags"][0]}.html">{a["tags"][0].title()}</a></nav>'
     note = f'<p class="mirror-note">Mirrored from <a href="/articles/{mirror_of}.html">' \
@@ -137,7 +139,6 @@ def _spam_page(n: int) -> str:
 
 def build_site(out: Path) -> Path:
     """Write the demo site under `out`; return `out`."""
-    out = Path(out)
     articles = _articles()
     headers: dict[str, dict[str, str]] = {}
     files: dict[str, bytes] = {}
@@ -196,6 +197,12 @@ def build_site(out: Path) -> Path:
     put("robots.txt", "User-agent: *\nDisallow: /private/\n")
     headers["/robots.txt"] = {"Content-Type": "text/plain"}
 
+    return write_site(out, files, headers)
+
+
+def write_site(out: Path, files: dict[str, bytes], headers: dict[str, dict[str, str]]) -> Path:
+    """Write the files, the per-path headers and the redirects that `serve` reads."""
+    out = Path(out)
     for path, data in files.items():
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -49,3 +50,41 @@ def test_demo_site_crawl_funnel(tmp_path):
     assert (ja["charset"], ja["charset_source"]) == ("shift_jis", "meta")
     assert "Д о б р о" in by_path["/intl/ru.html"]["text"]
     assert "In the beginning God created" in by_path["/articles/genesis-01.html"]["text"]
+
+
+def test_web_site_for_the_ablation(tmp_path):
+    """The web-like site: deterministic, every page kind, junk sized as asked, all linked."""
+    import re
+    from collections import Counter
+
+    from demo.site import _articles
+    from demo.site.web import JUNK_SHARES, build_web_site, page_kind
+
+    articles = _articles()
+    foreign = {"de": (Path(__file__).parents[2] / "demo/site/texts/tutor.de.txt").read_text()}
+    a = build_web_site(tmp_path / "a", articles, foreign, junk_ratio=1.0)
+    b = build_web_site(tmp_path / "b", articles, foreign, junk_ratio=1.0)
+    pages = {p.relative_to(a).as_posix(): p.read_bytes() for p in sorted(a.rglob("*.html"))}
+    assert pages == {p.relative_to(b).as_posix(): p.read_bytes() for p in sorted(b.rglob("*.html"))}
+
+    kinds = Counter(page_kind(f"http://h/{path}") for path in pages)
+    assert kinds["articles"] == len(articles)
+    assert set(JUNK_SHARES) - {"duplicates"} <= set(kinds)
+    assert {"print", "amp", "syndicated"} & set(kinds)
+
+    # Each junk kind's text is about its share of the clean text (a page of overshoot at most).
+    def text_bytes(kind: str) -> int:
+        return sum(len(re.sub(r"<main>|</main>", "", re.search(r"<main>.*</main>", page.decode(), re.S)
+                              .group(0)).encode()) for path, page in pages.items()
+                   if page_kind(f"http://h/{path}") == kind)
+    clean = sum(len(p.encode()) for art in articles for p in art["paragraphs"])
+    for kind in ("spam", "forum", "salad"):
+        assert 0.8 * JUNK_SHARES[kind] * clean < text_bytes(kind) < 2.5 * JUNK_SHARES[kind] * clean + 20_000
+
+    # Every page is reachable from the home page within 3 links (the crawl's max_depth is 4).
+    links = {path: set(re.findall(r'href="/([^"#]+\.html)"', page.decode())) for path, page in pages.items()}
+    seen, frontier = {"index.html"}, {"index.html"}
+    for _ in range(3):
+        frontier = {t for path in frontier for t in links[path] if t in pages} - seen
+        seen |= frontier
+    assert seen == set(pages)

@@ -72,6 +72,10 @@ def test_gopher_alphabetic_words_and_stop_words():
     numbers = prose(60) + " " + " ".join(str(1000 + i) for i in range(20))  # 20 of 81 not alpha
     assert decide("gopher_quality", numbers) == "gopher_quality:alpha_words_ratio"
     assert decide("gopher_quality", numbers, min_alpha_words_ratio=0.7) is None
+    # Punctuation marks are words to datatrove's count, not to the Gopher paper's.
+    punctuated = " ".join(f"{w}," if i % 3 == 0 else w for i, w in enumerate(PROSE_WORDS[:60]))
+    assert decide("gopher_quality", punctuated) == "gopher_quality:alpha_words_ratio"
+    assert decide("gopher_quality", punctuated, alpha_words="whitespace") is None
     no_stop = " ".join(w for w in PROSE_WORDS if w not in {"the", "and", "have", "with", "to", "of"})
     assert decide("gopher_quality", (no_stop + " ") * 2, min_doc_words=10) == (
         "gopher_quality:min_stop_words"
