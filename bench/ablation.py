@@ -1,6 +1,6 @@
 """Data-quality ablation: the same model, the same tokens, raw crawl text vs lmforge's corpus.
 
-    python -m bench.ablation [--steps 600] [--junk-ratio 1.0] [--run-dir runs/ablation]
+    python -m bench.ablation [--steps 600] [--junk-ratio 1.0] [--run-dir runs/ablation] [--port N]
 
 The raw crawl: a web-like site (`demo/site/web.py`) served on 127.0.0.1 and crawled by the
 `crawl` stage. Its clean text is 39 Shakespeare works and the King James books (the
@@ -11,17 +11,22 @@ word salad drawn from the articles' own word frequencies, Lorem ipsum templates,
 data, pages in 15 other languages (the vim tutorial) and listing pages; `--junk-ratio`
 sets the junk's text against the clean text's (1.0: about half the crawl is junk).
 
-One pipeline run builds three training corpora that share crawl -> ingest_warc -> extract:
+One pipeline run builds five training corpora that share crawl -> ingest_warc -> extract:
 - **raw**: the extracted text of every page, as it comes;
 - **lmforge, FineWeb recipe**: the same text through `langid` (English, score >= 0.65),
   `heuristic_filter` (FineWeb's recipe: Gopher repetition, Gopher quality, C4 quality
   without its bad-words list and without dropping lines that lack terminal punctuation,
   FineWeb quality), exact dedup and MinHash dedup (signatures -> buckets -> clusters ->
   filter);
-- **lmforge, Gopher words**: the same, except that Gopher's "80% of words contain a letter"
-  rule counts whitespace-separated words, as the Gopher paper states it, instead of word
-  tokenizer tokens, where every punctuation mark is a word (datatrove, hence FineWeb):
-  that count drops well-punctuated verse and dialogue.
+- **+ Gopher words**: the same, except that Gopher's "80% of words contain a letter" rule
+  counts whitespace-separated words, as the Gopher paper states it, instead of word-tokenizer
+  tokens, where every punctuation mark is a word (datatrove, hence FineWeb): that count
+  drops well-punctuated verse and dialogue;
+- **+ short lines**: the same again, and C4's line cleaning keeps lines of fewer than three
+  words (speaker names, short verse lines, the blank lines between paragraphs), which
+  FineWeb's C4 step deletes;
+- **+ no duplicated-line rule**: the same again, without FineWeb's "characters in
+  duplicated lines <= 1%" rule, which drops a play once its speaker names stay in.
 
 Each arm then trains its own byte-level BPE tokenizer (same vocab size), writes token
 shards, and the `pretrain` stage trains the same Llama-style model (same shape, seed,
@@ -61,18 +66,28 @@ MODEL = {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "max_seq_len"
          "tie_embeddings": True}
 # FineWeb's C4 step: no bad-words list, and lines without terminal punctuation are kept.
 FINEWEB_C4 = {"badwords": False, "filter_no_terminal_punct": False}
-# The arms: raw text, then the lmforge corpus with Gopher's alphabetic-words rule counted as
-# datatrove counts it (FineWeb as run) and as the Gopher paper states it.
+# The arms: raw text, then lmforge corpora that differ only in two heuristic rules.
 ARMS = [
     {"suffix": "raw", "docs": "text", "label": "raw extracted text"},
-    {"suffix": "fineweb", "docs": "dedup_fineweb", "alpha_words": "tokens",
-     "label": "lmforge, FineWeb recipe (alpha words over tokens, as datatrove)"},
-    {"suffix": "gopher", "docs": "dedup_gopher", "alpha_words": "whitespace",
-     "label": "lmforge, same with alpha words over whitespace words (Gopher paper)"},
+    {"suffix": "fineweb", "docs": "dedup_fineweb", "label": "lmforge, FineWeb recipe as datatrove runs it",
+     "quality": {"c4": FINEWEB_C4}},
+    {"suffix": "gopher", "docs": "dedup_gopher",
+     "label": "lmforge, + alpha words over whitespace words (Gopher paper)",
+     "quality": {"c4": FINEWEB_C4, "gopher_quality": {"alpha_words": "whitespace"}}},
+    {"suffix": "verse", "docs": "dedup_verse",
+     "label": "lmforge, + C4 keeps lines under 3 words",
+     "quality": {"c4": {**FINEWEB_C4, "min_words_per_line": None},
+                 "gopher_quality": {"alpha_words": "whitespace"}}},
+    {"suffix": "dialogue", "docs": "dedup_dialogue",
+     "label": "lmforge, + FineWeb's duplicated-line-characters rule off",
+     "quality": {"c4": {**FINEWEB_C4, "min_words_per_line": None},
+                 "gopher_quality": {"alpha_words": "whitespace"},
+                 "fineweb_quality": {"max_char_dup_ratio": None}}},
 ]
 
 
-def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab: int) -> dict:
+def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab: int,
+                    seed: int = 0) -> dict:
     def arm(docs: str, suffix: str) -> dict:
         return {
             f"tokenizer_{suffix}": {"kind": "train_tokenizer", "inputs": [docs],
@@ -85,12 +100,11 @@ def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab
                 "train": {"batch_size": BATCH, "max_steps": steps, "lr": 3e-3, "min_lr": 3e-4,
                           "warmup_steps": max(1, steps // 20), "eval_every": 0,
                           "log_every": 100, "checkpoint_every": 0, "device": "cpu",
-                          "seed": 0},
+                          "seed": seed},
                 "sample_tokens": 0}},
         }
 
-    def filtered(suffix: str, alpha_words: str) -> dict:
-        quality = {"c4": FINEWEB_C4, "gopher_quality": {"alpha_words": alpha_words}}
+    def filtered(suffix: str, quality: dict) -> dict:
         return {
             f"quality_{suffix}": {"kind": "heuristic_filter", "inputs": ["lang"], "params": quality},
             f"exact_{suffix}": {"kind": "exact_dedup", "inputs": [f"quality_{suffix}"]},
@@ -111,7 +125,7 @@ def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab
         "lang": {"kind": "langid", "inputs": ["text"], "params": {"keep": ["en"], "min_score": 0.65}},
         **arm("text", "raw"),
         **{suffix: stage for variant in ARMS[1:] for suffix, stage in
-           filtered(variant["suffix"], variant["alpha_words"]).items()},
+           filtered(variant["suffix"], variant["quality"]).items()},
     }}
 
 
@@ -261,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--junk-ratio", type=float, default=1.0,
                         help="junk text bytes per clean text byte on the site")
     parser.add_argument("--engine", choices=["resiliparse", "trafilatura"], default="resiliparse")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches)")
+    parser.add_argument("--port", type=int, default=0, help="serve the site on this port (0: any "
+                        "free one); with --run-dir, the same port lets a re-run reuse the crawl")
     args = parser.parse_args(argv)
 
     from demo.site import serve
@@ -271,11 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir or Path(tmp) / "run"
         site = build_web_site(Path(tmp) / "site", site_articles(), foreign_texts(),
                               junk_ratio=args.junk_ratio)
-        server = serve(site, 0)
+        server = serve(site, args.port)
         start = time.perf_counter()
         try:
             run(pipeline_config(f"http://127.0.0.1:{server.server_address[1]}", run_dir,
-                                args.steps, args.engine, args.vocab))
+                                args.steps, args.engine, args.vocab, args.seed))
         finally:
             server.shutdown()
             server.server_close()
@@ -288,14 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                 row[name] = bits_per_byte(run_dir / f"train_{arm['suffix']}" / "model", documents)
             rows[arm["label"]] = row
         stages = {"raw (extract)": "text", "langid": "lang"}
-        for arm in ARMS[1:]:
-            stages.update({f"{arm['suffix']}: heuristics": f"quality_{arm['suffix']}",
-                           f"{arm['suffix']}: deduplicated": arm["docs"]})
+        stages.update({arm["suffix"]: arm["docs"] for arm in ARMS[1:]})
         table = composition(run_dir, stages)
 
     sizes = {name: sum(len(d.encode("utf-8")) for d in docs) for name, docs in sets.items()}
     print(f"web-like site, junk ratio {args.junk_ratio}, extract={args.engine}; model {MODEL}; "
-          f"{args.steps} steps x {BATCH} x {MODEL['max_seq_len']} tokens; "
+          f"{args.steps} steps x {BATCH} x {MODEL['max_seq_len']} tokens, seed {args.seed}; "
           f"pipeline + training wall {wall:.0f} s")
     print(f"held-out: shakespeare = {', '.join(HELDOUT_PLAYS)} ({sizes['shakespeare']:,} bytes); "
           f"kjv = {', '.join(HELDOUT_BOOKS)} ({sizes['kjv']:,} bytes)\n")
