@@ -33,12 +33,12 @@ shards, and the `pretrain` stage trains the same Llama-style model (same shape, 
 schedule, batch and number of steps, hence the same number of training tokens). CPU, fp32.
 The default budget is less than one pass over either corpus, as in pretraining on the web.
 
-Evaluation is on clean text neither arm saw: three Shakespeare plays and three King James
+Evaluation is on clean text no arm saw: three Shakespeare plays and three King James
 books that are not on the site. Each held-out document is encoded with the arm's own
-tokenizer, preceded by `<|eos|>` (the document separator both arms trained with, so the
+tokenizer, preceded by `<|eos|>` (the document separator every arm trained with, so the
 first token is predicted too), and cut into windows of the model's context; the summed
 cross-entropy of every token, in bits, is divided by the document's UTF-8 bytes. Bits per
-byte does not depend on the tokenizer, so the two arms compare although their vocabularies
+byte does not depend on the tokenizer, so the arms compare although their vocabularies
 differ. The script also prints what each arm's corpus is made of, by page kind.
 """
 
@@ -66,7 +66,7 @@ MODEL = {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "max_seq_len"
          "tie_embeddings": True}
 # FineWeb's C4 step: no bad-words list, and lines without terminal punctuation are kept.
 FINEWEB_C4 = {"badwords": False, "filter_no_terminal_punct": False}
-# The arms: raw text, then lmforge corpora that differ only in two heuristic rules.
+# The arms: raw text, then lmforge corpora that differ only in three heuristic rules.
 ARMS = [
     {"suffix": "raw", "docs": "text", "label": "raw extracted text"},
     {"suffix": "fineweb", "docs": "dedup_fineweb", "label": "lmforge, FineWeb recipe as datatrove runs it",
@@ -87,7 +87,7 @@ ARMS = [
 
 
 def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab: int,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, arms: list[dict] = ARMS) -> dict:
     def arm(docs: str, suffix: str) -> dict:
         return {
             f"tokenizer_{suffix}": {"kind": "train_tokenizer", "inputs": [docs],
@@ -124,7 +124,7 @@ def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab
         "text": {"kind": "extract", "inputs": ["pages"], "params": {"engine": engine}},
         "lang": {"kind": "langid", "inputs": ["text"], "params": {"keep": ["en"], "min_score": 0.65}},
         **arm("text", "raw"),
-        **{suffix: stage for variant in ARMS[1:] for suffix, stage in
+        **{suffix: stage for variant in arms[1:] for suffix, stage in
            filtered(variant["suffix"], variant["quality"]).items()},
     }}
 
@@ -278,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches)")
     parser.add_argument("--port", type=int, default=0, help="serve the site on this port (0: any "
                         "free one); with --run-dir, the same port lets a re-run reuse the crawl")
+    parser.add_argument("--arms", default=",".join(a["suffix"] for a in ARMS),
+                        help="comma-separated arms to train (raw is always built)")
     args = parser.parse_args(argv)
+    arms = [a for a in ARMS if a["suffix"] == "raw" or a["suffix"] in args.arms.split(",")]
 
     from demo.site import serve
     from demo.site.web import build_web_site
@@ -292,20 +295,20 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             run(pipeline_config(f"http://127.0.0.1:{server.server_address[1]}", run_dir,
-                                args.steps, args.engine, args.vocab, args.seed))
+                                args.steps, args.engine, args.vocab, args.seed, arms))
         finally:
             server.shutdown()
             server.server_close()
         wall = time.perf_counter() - start
         sets = heldout_sets()
         rows = {}
-        for arm in ARMS:
+        for arm in arms:
             row = corpus_row(run_dir, arm["docs"], arm["suffix"])
             for name, documents in sets.items():
                 row[name] = bits_per_byte(run_dir / f"train_{arm['suffix']}" / "model", documents)
             rows[arm["label"]] = row
         stages = {"raw (extract)": "text", "langid": "lang"}
-        stages.update({arm["suffix"]: arm["docs"] for arm in ARMS[1:]})
+        stages.update({arm["suffix"]: arm["docs"] for arm in arms[1:]})
         table = composition(run_dir, stages)
 
     sizes = {name: sum(len(d.encode("utf-8")) for d in docs) for name, docs in sets.items()}
