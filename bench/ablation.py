@@ -111,7 +111,8 @@ def pipeline_config(site_url: str, run_dir: Path, steps: int, engine: str, vocab
             f"signatures_{suffix}": {"kind": "minhash_signatures", "inputs": [f"exact_{suffix}"]},
             f"buckets_{suffix}": {"kind": "minhash_buckets", "inputs": [f"signatures_{suffix}"]},
             f"clusters_{suffix}": {"kind": "minhash_clusters", "inputs": [f"buckets_{suffix}"]},
-            f"dedup_{suffix}": {"kind": "minhash_filter", "inputs": [f"clusters_{suffix}", f"exact_{suffix}"]},
+            f"dedup_{suffix}": {"kind": "minhash_filter",
+                                "inputs": [f"clusters_{suffix}", f"exact_{suffix}"]},
             **arm(f"dedup_{suffix}", suffix),
         }
 

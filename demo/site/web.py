@@ -108,7 +108,8 @@ def _spam(rng: random.Random, n: int) -> tuple[str, str]:
 def _shop(rng: random.Random, n: int) -> tuple[str, str]:
     rows = []
     for _ in range(rng.randint(20, 40)):
-        name = f"{rng.choice(_MATERIALS)} {rng.choice(_ITEMS)} {rng.choice(['S', 'M', 'L', 'XL', '42mm', '2-pack'])}"
+        size = ["S", "M", "L", "XL", "42mm", "2-pack"]
+        name = f"{rng.choice(_MATERIALS)} {rng.choice(_ITEMS)} {rng.choice(size)}"
         stars = rng.randint(2, 5)
         rows.append(f"<li><h3>{name}</h3><p>${rng.randint(5, 300)}.{rng.randint(0, 99):02d}</p>"
                     f"<p>{'In stock' if rng.random() < 0.8 else 'Only 2 left'}</p>"
@@ -136,7 +137,8 @@ def _forum(rng: random.Random, n: int) -> tuple[str, str]:
 def _salad(rng: random.Random, n: int, words: list[str]) -> tuple[str, str]:
     paragraphs = "".join(f"<p>{html.escape(_sentences(rng, words, rng.randint(3, 8)))}</p>"
                          for _ in range(rng.randint(4, 10)))
-    return f"Article {n}", f"<article><h1>{html.escape(_sentences(rng, words, 1)[:60])}</h1>{paragraphs}</article>"
+    title = html.escape(_sentences(rng, words, 1)[:60])
+    return f"Article {n}", f"<article><h1>{title}</h1>{paragraphs}</article>"
 
 
 def _lorem(rng: random.Random, n: int) -> tuple[str, str]:
@@ -241,7 +243,8 @@ def build_web_site(out: Path, articles: list[dict], foreign: dict[str, str] | No
     for n, start in enumerate(range(0, len(listed), LINKS_PER_ARCHIVE_PAGE), 1):
         links = "".join(f'<li><a href="/{p}">{html.escape(titles[p])}</a></li>'
                         for p in listed[start:start + LINKS_PER_ARCHIVE_PAGE])
-        put(f"archive/{n}.html", f"Archive {n}", _layout(f"Archive {n}", f"<h1>Archive, page {n}</h1><ul>{links}</ul>"))
+        put(f"archive/{n}.html", f"Archive {n}",
+            _layout(f"Archive {n}", f"<h1>Archive, page {n}</h1><ul>{links}</ul>"))
         archive.append(f'<a href="/archive/{n}.html">{n}</a>')
     put("intl/index.html", "International", _layout("International", "<h1>International</h1>"))
     put("index.html", "Home", _layout("Home", "<h1>Welcome</h1><p>Archive: " + " ".join(archive) + "</p>"))
