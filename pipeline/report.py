@@ -40,6 +40,7 @@ import hashlib
 import heapq
 import io
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -281,7 +282,8 @@ def duplicates_section(stages: list[StageView], plots: PlotWriter) -> Section | 
     rows = []
     for ax, (stage, column, label, sizes) in zip(axes[0], found):
         values, counts = np.unique(sizes, return_counts=True) if len(sizes) else ([], [])
-        ax.bar([str(v) for v in values], counts, color="#756bb1")
+        ax.bar(range(len(values)), counts, color="#756bb1")
+        ax.set_xticks(range(len(values)), [str(v) for v in values])  # sizes as labels, evenly spaced
         ax.set_yscale("log")
         ax.set_xlabel("cluster size")
         ax.set_ylabel("clusters (log)")
@@ -314,9 +316,12 @@ def tokenizer_section(stages: list[StageView], plots: PlotWriter) -> Section | N
             "trained on MB"], "rows": rows})
         stage, report = reports[0]
         histogram = report.get("vocab", {}).get("token_bytes_histogram", {})
+        # Buckets ("1", "5-8", "17+") in order of their lower bound, not as the JSON sorts them.
+        histogram = dict(sorted(histogram.items(), key=lambda kv: int(re.match(r"\d+", kv[0])[0])))
         if histogram:
             fig, ax = plots.figure(figsize=(7, 3))
-            ax.bar(list(histogram), list(histogram.values()), color="#31a354")
+            ax.bar(range(len(histogram)), list(histogram.values()), color="#31a354")
+            ax.set_xticks(range(len(histogram)), list(histogram))
             ax.set_xlabel("bytes per vocabulary token")
             ax.set_ylabel("tokens")
             ax.set_title(f"{stage.name}: held-out {report['heldout'].get('bytes_per_token')} bytes/token")
