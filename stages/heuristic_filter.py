@@ -14,9 +14,9 @@ is FineWeb's order (Gopher repetition, Gopher quality, C4, FineWeb quality). Eac
 params default to its own published thresholds; a threshold set to null switches that rule
 off. FineWeb itself ran C4 with `c4: {badwords: false, filter_no_terminal_punct: false}`.
 Gopher's alphabetic-words ratio counts word-tokenizer tokens, punctuation marks included, as
-datatrove does (`gopher_quality: {alpha_words: whitespace}` counts whitespace-separated words,
-as the Gopher paper states the rule; the first drops much well-punctuated verse and dialogue:
-see docs/benchmarks.md, Ablation).
+datatrove does, which drops much well-punctuated verse and dialogue (docs/benchmarks.md,
+Ablation); `gopher_quality: {alpha_words: whitespace}` counts whitespace-separated words, as
+the Gopher paper states the rule.
 The first failing rule drops the document as `<rule_set>:<rule>` (`c4:too_few_sentences`);
 rule sets and rules after it are not evaluated (as in datatrove, this is what keeps the
 stage fast). Every score is a column named `<rule_set>_<score>`: a kept document has them
