@@ -143,6 +143,16 @@ def _parts(text: str) -> list[list[str]]:
     return parts
 
 
+def kjv_chapters(held_out: bool) -> dict[tuple[str, int], list[str]]:
+    """(book, chapter) -> verses, of the held-out books or of all the others, in Bible order."""
+    chapters: dict[tuple[str, int], list[str]] = {}
+    for line in KJV.read_text(encoding="utf-8").splitlines():
+        verse = json.loads(line)
+        if (verse["book"] in HELDOUT_BOOKS) == held_out:
+            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
+    return chapters
+
+
 def site_articles() -> list[dict]:
     """The clean text of the site: Shakespeare works in parts, King James chapters."""
     articles = []
@@ -155,11 +165,7 @@ def site_articles() -> list[dict]:
             articles.append({"slug": f"{work}-{n}", "title": f"{title}, part {n}",
                              "tags": ["fiction", work], "paragraphs": blocks,
                              "date": f"1623-11-{1 + n % 28:02d}"})
-    chapters: dict[tuple[str, int], list[str]] = {}
-    for line in KJV.read_text(encoding="utf-8").splitlines():
-        verse = json.loads(line)
-        if verse["book"] not in HELDOUT_BOOKS:
-            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
+    chapters = kjv_chapters(held_out=False)
     for i, ((book, chapter), verses) in enumerate(chapters.items()):
         slug = book.lower().replace(" ", "-")
         articles.append({"slug": f"{slug}-{chapter:03d}", "title": f"{book}, chapter {chapter}",
@@ -178,13 +184,7 @@ def foreign_texts() -> dict[str, str]:
 def heldout_sets() -> dict[str, list[str]]:
     """name -> documents: whole plays, and whole chapters of the held-out books."""
     plays = [(SHAKESPEARE / f"{name}_gut.txt").read_text(encoding="utf-8") for name in HELDOUT_PLAYS]
-    chapters: dict[tuple[str, int], list[str]] = {}
-    with open(KJV, encoding="utf-8") as f:
-        for line in f:
-            verse = json.loads(line)
-            if verse["book"] in HELDOUT_BOOKS:
-                chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
-    books = [" ".join(verses) for verses in chapters.values()]
+    books = [" ".join(verses) for verses in kjv_chapters(held_out=True).values()]
     return {"shakespeare": plays, "kjv": books}
 
 

@@ -29,3 +29,14 @@ def shard_bytes(stage_dir: Path) -> dict[str, bytes]:
         for p in sorted((stage_dir / sub).glob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: tiny matmuls on a shared 2-core machine gain nothing from more."""
+    import torch  # here, so that tests without torch never import it
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

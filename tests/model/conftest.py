@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from model.config import DataConfig, RunConfig, TrainConfig
 from model.llama import ModelConfig
@@ -17,12 +16,8 @@ HAMLET = REPO / "tests" / "data" / "hamlet_excerpt.txt"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls on a shared 2-core machine: extra threads only add contention.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _single_threaded(one_thread):
+    """Every model test runs torch on one thread (tests/conftest.py)."""
 
 
 def tiny_model_config(**overrides) -> ModelConfig:

@@ -81,7 +81,7 @@ def sft_checkpoint(tmp_path_factory, base_checkpoint) -> Path:
     from model.sft import SFTConfig, SFTTrainer
 
     out = tmp_path_factory.mktemp("sft")
-    # Session fixtures run before tests/model/conftest.py's one_thread; tiny matmuls on a
+    # Session fixtures run before the function-scoped one_thread fixture; tiny matmuls on a
     # shared machine are many times slower with a thread per host core.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 import pipeline
 from pipeline.config import ConfigError, config_from_dict
@@ -16,14 +15,8 @@ TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 6
 TRAIN = {"batch_size": 4, "warmup_steps": 1, "lr": 3e-3, "min_lr": 3e-4, "eval_batches": 5, "log_every": 100,
          "checkpoint_every": 0, "seed": 0}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The local executor trains in this process: tiny matmuls on a shared 2-core machine.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+# The local executor trains in this process: torch on one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(tmp_path, data=DATA, **sft):
