@@ -46,7 +46,7 @@ _LAYER_NAMES = {
 }
 _TOP_NAMES = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
 
-# Special-token spellings, ours first (stages/train_tokenizer.py), then common ones.
+# Special-token spellings, ours first (stages/tokens/train_tokenizer.py), then common ones.
 SPECIAL_TOKENS = {
     "bos_token": ["<|bos|>", "<|begin_of_text|>", "<s>", "<bos>"],
     "eos_token": ["<|eos|>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"],

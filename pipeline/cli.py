@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    from model import cli as model_cli, posttrain_cli
-    from pipeline import inspect_shards, plan, report
+    from model import cli as model_cli, inspect_shards, plan, posttrain_cli
+    from pipeline import report
 
     for module in (inspect_shards, report, plan, model_cli, posttrain_cli):
         module.register(sub)

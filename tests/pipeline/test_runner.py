@@ -152,7 +152,7 @@ def test_error_budget_fails_the_stage_naming_shard_and_errors(tmp_path):
 
 
 def test_document_exception_is_counted_and_stage_goes_on(tmp_path, monkeypatch):
-    from stages.filter import Filter
+    from stages.filters.filter import Filter
 
     original = Filter.apply
 

@@ -1,0 +1,114 @@
+"""`heuristic_filter`: named, versioned quality rule sets; every drop says which rule.
+
+    clean:
+      kind: heuristic_filter
+      inputs: [extract]
+      params:
+        rule_sets: [gopher_repetition, gopher_quality, c4, fineweb_quality]   # the order
+        gopher_quality: {min_doc_words: 50}      # thresholds; omitted keys keep the default
+        c4: {badwords: false}
+        url_blocklist: {domains_files: [blocklists/domains.txt]}
+
+The rule sets (stages/filters/heuristic_rules.py) run in the order `rule_sets` gives; the default
+is FineWeb's order (Gopher repetition, Gopher quality, C4, FineWeb quality). Each one's
+params default to its own published thresholds; a threshold set to null switches that rule
+off. FineWeb itself ran C4 with `c4: {badwords: false, filter_no_terminal_punct: false}`.
+Gopher's alphabetic-words ratio counts word-tokenizer tokens, punctuation marks included, as
+datatrove does, which drops much well-punctuated verse and dialogue (docs/benchmarks.md,
+Ablation); `gopher_quality: {alpha_words: whitespace}` counts whitespace-separated words, as
+the Gopher paper states the rule.
+The first failing rule drops the document as `<rule_set>:<rule>` (`c4:too_few_sentences`);
+rule sets and rules after it are not evaluated (as in datatrove, this is what keeps the
+stage fast). Every score is a column named `<rule_set>_<score>`: a kept document has them
+all, a rejected one those computed up to its failing rule, so thresholds can be studied and
+re-chosen from the output.
+
+`c4` cleans lines (C4 drops lines without terminal punctuation, with "javascript", ...), so
+it changes the text of documents it keeps. `stop_words` and `c4`'s bad words use the
+document's `lang` column when an upstream `langid` stage set one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from pydantic import model_validator
+
+from pipeline.documents import Document, Rejected
+from pipeline.stage import DocStage, Params
+from stages.filters.heuristic_rules import (
+    RULE_SETS,
+    C4Params,
+    FineWebQualityParams,
+    GopherQualityParams,
+    GopherRepetitionParams,
+    RuleSet,
+    StopWordsParams,
+    TextView,
+    TokenCharRatioParams,
+    UrlBlocklistParams,
+)
+
+FINEWEB_ORDER = ["gopher_repetition", "gopher_quality", "c4", "fineweb_quality"]
+
+
+class HeuristicFilterParams(Params):
+    rule_sets: list[str] = FINEWEB_ORDER
+    gopher_quality: GopherQualityParams = GopherQualityParams()
+    gopher_repetition: GopherRepetitionParams = GopherRepetitionParams()
+    c4: C4Params = C4Params()
+    fineweb_quality: FineWebQualityParams = FineWebQualityParams()
+    url_blocklist: UrlBlocklistParams = UrlBlocklistParams()
+    token_char_ratio: TokenCharRatioParams = TokenCharRatioParams()
+    stop_words: StopWordsParams = StopWordsParams()
+
+    @model_validator(mode="after")
+    def _known_rule_sets(self) -> HeuristicFilterParams:
+        unknown = [r for r in self.rule_sets if r not in RULE_SETS]
+        if unknown:
+            raise ValueError(
+                f"rule_sets: unknown rule set(s) {unknown} (known: {', '.join(RULE_SETS)})"
+            )
+        if len(set(self.rule_sets)) != len(self.rule_sets):
+            raise ValueError(f"rule_sets: a rule set is listed twice: {self.rule_sets}")
+        return self
+
+
+class HeuristicFilter(DocStage):
+    kind = "heuristic_filter"
+    version = 1
+    Params = HeuristicFilterParams
+
+    def fingerprint(self) -> Any:
+        # A rule set's version is part of the cache key: changed rules re-run the stage.
+        return {name: RULE_SETS[name].version for name in self.params.rule_sets}
+
+    @property
+    def score_columns(self) -> dict[str, pa.DataType]:  # type: ignore[override]
+        columns: dict[str, pa.DataType] = {}
+        for rule_set in self.rule_set_objects():
+            columns.update(rule_set.columns)
+        return columns
+
+    def rule_set_objects(self) -> list[RuleSet]:
+        if getattr(self, "_rule_sets", None) is None:
+            self._rule_sets = [
+                RULE_SETS[name](getattr(self.params, name)) for name in self.params.rule_sets
+            ]
+        return self._rule_sets
+
+    def apply(self, doc: Document) -> Document | Rejected:
+        lang = doc.columns.get("lang")
+        view = TextView(doc.text, doc.url, lang if isinstance(lang, str) else None)
+        failed = None
+        for rule_set in self.rule_set_objects():
+            rule = rule_set.check(view)
+            if rule is not None:
+                failed = f"{rule_set.name}:{rule}"
+                break
+        doc.columns.update(view.scores)
+        if failed is not None:
+            return Rejected(doc, failed)
+        doc.text = view.text
+        return doc

@@ -1,0 +1,153 @@
+"""MinHash math (stages/dedup/minhash.py) against plain-Python references."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from stages.dedup import minhash
+from stages.dedup.minhash import (
+    MinHasher,
+    candidate_pairs,
+    connected_clusters,
+    exact_jaccard,
+    gather_sets,
+    normalize_texts,
+    optimal_bands,
+    shingle_sets,
+    text_fingerprints,
+    words_of,
+)
+
+
+def shingle_set(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = text.split()
+    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
+
+
+def true_jaccard(a: str, b: str) -> float:
+    sa, sb = shingle_set(a), shingle_set(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def edited(words: list[str], fraction: float, rng: random.Random, vocab: list[str]) -> list[str]:
+    out = list(words)
+    for position in rng.sample(range(len(words)), round(fraction * len(words))):
+        out[position] = rng.choice(vocab)
+    return out
+
+
+def test_normalization_folds_case_punctuation_and_whitespace():
+    hasher = MinHasher(64, 3, seed=1)
+    texts = pa.array([
+        "The quick, brown fox jumps!",
+        "the QUICK brown\n\tfox -- jumps",
+        "Ünïcode “quoted” — 中文 text",
+        "ünïcode quoted 中文 TEXT.",
+        "the quick brown fox sleeps",
+    ])
+    sig, per_doc = hasher.signatures(texts)
+    assert (sig[0] == sig[1]).all()
+    assert (sig[2] == sig[3]).all()
+    assert not (sig[0] == sig[4]).all()
+    assert per_doc.tolist() == [3, 3, 2, 2, 3]
+
+
+def test_words_never_cross_document_boundaries():
+    texts = pa.array(["ab", "", "cd", "!!", "abcd", "ab cd"])
+    hashes, counts = words_of(normalize_texts(texts))
+    assert counts.tolist() == [1, 0, 1, 0, 1, 2]
+    ab, cd, abcd, ab2, cd2 = hashes.tolist()
+    assert ab == ab2 and cd == cd2 and abcd not in (ab, cd)
+
+
+def test_signature_does_not_depend_on_batch_or_chunking(monkeypatch):
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(500)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 60))) for _ in range(30)]
+    texts[5] = "one two"  # fewer words than ngram: one shingle of all of them
+    hasher = MinHasher(32, 5, seed=9)
+    together, _ = hasher.signatures(pa.array(texts))
+    # Blocks smaller than most documents: documents span several permutation blocks.
+    monkeypatch.setattr(minhash, "SHINGLE_CHUNK", 7)
+    for i, text in enumerate(texts):
+        alone, per_doc = hasher.signatures(pa.array([text]))
+        assert (alone[0] == together[i]).all(), i
+    assert per_doc.tolist() == [len(texts[-1].split()) - 4 if len(texts[-1].split()) >= 5 else 1]
+    empty, per_doc = hasher.signatures(pa.array([""]))
+    assert per_doc.tolist() == [0] and (empty == np.iinfo(np.uint32).max).all()
+
+
+def test_estimated_jaccard_is_unbiased_against_exact():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    hasher = MinHasher(256, 5, seed=1)
+    errors = []
+    for _ in range(150):
+        base = [rng.choice(vocab) for _ in range(200)]
+        variant = edited(base, rng.uniform(0.0, 0.15), rng, vocab)
+        a, b = " ".join(base), " ".join(variant)
+        sig, _ = hasher.signatures(pa.array([a, b]))
+        errors.append((sig[0] == sig[1]).mean() - true_jaccard(a, b))
+    errors = np.array(errors)
+    assert abs(errors.mean()) < 0.01  # unbiased
+    assert errors.std() < 1.2 * np.sqrt(0.25 / 256)  # no worse than ideal MinHash
+
+
+def test_optimal_bands_match_datasketch():
+    from datasketch import MinHashLSH
+
+    for threshold, num_perm in [(0.8, 128), (0.7, 256), (0.9, 64)]:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        assert optimal_bands(threshold, num_perm) == (lsh.b, lsh.r)
+
+
+def test_candidate_pairs_are_stars_on_the_smallest_document():
+    band = np.array([0, 0, 0, 1, 1, 0, 1], dtype=np.uint16)
+    key = np.array([7, 7, 7, 7, 7, 8, 9], dtype=np.uint64)
+    doc = np.array([30, 10, 20, 30, 10, 40, 20], dtype=np.uint64)
+    a, b = candidate_pairs(band, key, doc)
+    # band 0 key 7: {10, 20, 30} -> (10,20), (10,30); band 1 key 7 repeats (10,30); singletons none.
+    assert list(zip(a.tolist(), b.tolist())) == [(10, 20), (10, 30)]
+
+
+def test_connected_clusters_follow_chains_and_keep_the_smallest():
+    a = np.array([5, 7, 100, 3], dtype=np.uint64)
+    b = np.array([7, 9, 200, 9], dtype=np.uint64)
+    docs, kept, sizes = connected_clusters(a, b)
+    assert docs.tolist() == [3, 5, 7, 9, 100, 200]
+    assert kept.tolist() == [3, 3, 3, 3, 100, 100]
+    assert sizes.tolist() == [4, 4, 4, 4, 2, 2]
+
+
+def test_exact_jaccard_of_gathered_sets_matches_python_sets():
+    rng = random.Random(1)
+    vocab = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(5, 40))) for _ in range(12)]
+    texts[3] = texts[2]
+    hasher = MinHasher(16, 5, seed=2)
+    values, offsets = shingle_sets(*hasher.shingles(pa.array(texts)))
+    pairs = [(0, 1), (2, 3), (4, 9), (11, 0)]
+    rows_a = np.array([p[0] for p in pairs])
+    rows_b = np.array([p[1] for p in pairs])
+    a_values, a_sizes = gather_sets(values, offsets, rows_a)
+    b_values, b_sizes = gather_sets(values, offsets, rows_b)
+    got = exact_jaccard(np.repeat(np.arange(4), a_sizes), a_values,
+                        np.repeat(np.arange(4), b_sizes), b_values, 4)
+    expected = [true_jaccard(texts[i], texts[j]) for i, j in pairs]
+    assert got == pytest.approx(expected)
+    assert got[1] == 1.0
+
+
+def test_text_fingerprints_equal_exactly_for_equal_normalized_text():
+    texts = pa.array(["Hello, World!", "hello world", "hello  world  again", "world hello", "", "..."])
+    fp = text_fingerprints(texts)
+    assert (fp[0] == fp[1]).all()
+    assert (fp[4] == fp[5]).all()  # no words at all
+    distinct = {tuple(row) for row in fp[[0, 2, 3, 4]].tolist()}
+    assert len(distinct) == 4
+    with_url = text_fingerprints(texts.slice(0, 2), pa.array(["http://a", "http://b"]))
+    assert not (with_url[0] == with_url[1]).all()
