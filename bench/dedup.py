@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.minhash import MinHasher, optimal_bands  # noqa: E402
+from stages.dedup.minhash import MinHasher, optimal_bands  # noqa: E402
 
 NGRAM = 5
 THRESHOLD = 0.8

@@ -59,8 +59,8 @@ def docs_warc(out: Path, limit: int | None) -> Path:
 def ours(warc: Path, engine: str, limit: int | None) -> tuple[int, int, float]:
     from pipeline.documents import Rejected
     from pipeline.stage import Task
-    from stages.extract import Extract, ExtractParams
-    from stages.ingest_warc import IngestWarc, IngestWarcParams
+    from stages.ingest.extract import Extract, ExtractParams
+    from stages.ingest.warc import IngestWarc, IngestWarcParams
 
     tmp = Path(tempfile.mkdtemp())
     reader = IngestWarc("pages", IngestWarcParams(paths=[str(warc)]), tmp / "pages")

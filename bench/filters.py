@@ -6,7 +6,7 @@ For each rule set (Gopher quality, Gopher repetition, C4 quality + bad words, Fi
 quality) both implementations run over the same extracted documents in the same process,
 one core each, and the table shows documents/s per core, the speed-up and the fraction of
 identical keep/drop decisions. datatrove's filters use their default word tokenizer (a blank
-spaCy English pipeline); ours use `pipeline.text.split_words`.
+spaCy English pipeline); ours use `stages.filters.text.split_words`.
 
 Without `--docs` the corpus is built from real text that installs offline: the CPython 3.11
 HTML documentation (Debian `python3.11-doc`, extracted with resiliparse), Shakespeare's
@@ -136,7 +136,7 @@ def run_datatrove(filters: list, docs: list[dict]) -> tuple[list[bool], float]:
 
 def run_ours(rule_set: str, docs: list[dict]) -> tuple[list[bool], float]:
     from pipeline.documents import Document
-    from stages.heuristic_filter import HeuristicFilter, HeuristicFilterParams
+    from stages.filters.heuristic_filter import HeuristicFilter, HeuristicFilterParams
 
     stage = HeuristicFilter("bench", HeuristicFilterParams(rule_sets=[rule_set]), Path("."))
     inputs = [Document(id=d["id"], text=d["text"], url=d.get("url")) for d in docs]

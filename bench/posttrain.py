@@ -29,7 +29,7 @@ from model.dpo import DPOConfig, DPOSettings, DPOTrainer
 from model.llama import ModelConfig, Transformer
 from model.posttrain import ChatDataConfig
 from model.sft import SFTConfig, SFTTrainer
-from stages.train_tokenizer import BOS, CHAT_TOKENS, EOS, PAD, build_tokenizer
+from stages.tokens.train_tokenizer import BOS, CHAT_TOKENS, EOS, PAD, build_tokenizer
 
 DATA = Path("/work/shared/data/sft")
 

@@ -153,7 +153,7 @@ def measure_raw(run_dir: Path, fast: bool) -> dict[str, Any]:
 
 def measure_stage(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     from pipeline.runner import stage_input
-    from stages.tokenize import Tokenize, TokenizeParams
+    from stages.tokens.tokenize import Tokenize, TokenizeParams
 
     out = run_dir / "bench-tokens"
     shutil.rmtree(out, ignore_errors=True)
