@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline import run
-from tests.stages.crawl.test_crawl_politeness import RouteServer, crawl_config, page
+from tests.stages.crawl.conftest import RouteServer, crawl_config, page
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from pipeline import run
-from tests.stages.crawl.test_crawl_politeness import RouteServer, crawl_config, crawl_stats, page, redirect
+from tests.stages.crawl.conftest import RouteServer, crawl_config, crawl_stats, page, redirect
 
 
 @pytest.fixture

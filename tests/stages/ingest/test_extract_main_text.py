@@ -12,7 +12,7 @@ from pipeline import run
 from pipeline.documents import Document
 from stages.ingest.extract import _Sandbox, _Timeout, page_title_and_date
 from tests.conftest import shard_bytes
-from tests.stages.ingest.test_warc_ingest import html_response
+from tests.stages.ingest.conftest import html_response
 
 ARTICLE = [
     "I had always thought Jack Gisburn rather a cheap genius, though a good fellow enough, "

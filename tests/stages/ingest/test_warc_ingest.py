@@ -12,6 +12,7 @@ import pytest
 from pipeline import run
 from pipeline.documents import Rejected
 from stages.ingest.warc import decode_html, read_records, to_document
+from tests.stages.ingest.conftest import html_response, pages, warc_bytes
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 WARC = DATA / "warc"
@@ -33,36 +34,6 @@ def outcomes(path_or_bytes, source="t"):
             else:
                 kept.append(item)
     return kept, reasons, rejected
-
-
-def html_response(url: str, body: bytes, content_type: str = "text/html; charset=utf-8",
-                  status: str = "200 OK"):
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    headers = StatusAndHeaders(status, [("Content-Type", content_type),
-                                        ("Content-Length", str(len(body)))], protocol="HTTP/1.1")
-    writer = WARCWriter(BytesIO(), gzip=False)
-    return writer.create_warc_record(url, "response", payload=BytesIO(body), http_headers=headers)
-
-
-def warc_bytes(records, gzip_members: bool = True) -> tuple[bytes, list[int]]:
-    """A WARC file and the offset where each record starts."""
-    from warcio.warcwriter import WARCWriter
-
-    out = BytesIO()
-    writer = WARCWriter(out, gzip=gzip_members)
-    offsets = []
-    for record in records:
-        offsets.append(out.tell())
-        writer.write_record(record)
-    return out.getvalue(), offsets
-
-
-def pages(n: int):
-    return [html_response(f"http://site.test/p{i}",
-                          f"<html><body><p>page number {i}</p></body></html>".encode())
-            for i in range(n)]
 
 
 def test_real_warc_one_page_and_every_record_counted():
