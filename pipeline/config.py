@@ -16,17 +16,24 @@
 Every mistake is reported before anything runs, as `FILE: stage 'NAME': KEY: problem`:
 unknown keys, wrong types, an unknown stage kind, an input that names no stage, a cycle,
 a stage name given twice. Relative paths are relative to the working directory.
+
+A composite kind (e.g. `minhash_dedup`) is replaced here, at load and before cache keys,
+by its phases: stage `dedup` of kind minhash_dedup becomes `dedup.signatures`,
+`dedup.buckets`, `dedup.clusters` and `dedup` (the last phase keeps the name, so
+`inputs: [dedup]` downstream reads the deduplicated documents). pipeline/stage.py
+describes the rules; '.' in a stage name is reserved for phases.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.stage import Params
+from pipeline.stage import PHASE_SEPARATOR, CompositeStage, Params, Phase, phase_name
 
 
 class ConfigError(ValueError):
@@ -60,11 +67,13 @@ class RunConfig(Strict):
 class LoadedStage:
     """A stage config with its params validated against its kind's `Params` model."""
 
-    def __init__(self, name: str, config: StageConfig, stage_class: type, params: Params):
+    def __init__(self, name: str, config: StageConfig, stage_class: type, params: Params,
+                 part_of: str | None = None):
         self.name = name
         self.config = config
         self.stage_class = stage_class
         self.params = params
+        self.part_of = part_of  # the composite stage this is a phase of, if any
 
     @property
     def inputs(self) -> list[str]:
@@ -118,6 +127,45 @@ def _format_pydantic(prefix: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _stage_class(where: str, kind: str, stage_class_for) -> type:
+    try:
+        return stage_class_for(kind)
+    except KeyError as exc:
+        raise ConfigError(f"{where}: kind: {exc.args[0]}") from None
+
+
+def _params(where: str, stage_class: type, params: dict[str, Any]) -> Params:
+    try:
+        return stage_class.Params.model_validate(params)
+    except ValidationError as err:
+        raise ConfigError(_format_pydantic(f"{where}: params.", err)) from None
+
+
+def _expand(where: str, name: str, composite: type[CompositeStage], params: Params,
+            inputs: list[str]) -> list[Phase]:
+    """The phases of one composite stage, checked against the naming rules (stage.py)."""
+    try:
+        phases = composite.expand(name, params, list(inputs))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    names = [p.name for p in phases]
+    if not phases or names[-1] != name:
+        raise ConfigError(f"{where}: kind '{composite.kind}': its last phase must be named '{name}'")
+    for phase in phases[:-1]:
+        part = phase.name.removeprefix(phase_name(name, ""))
+        if part == phase.name or not part or PHASE_SEPARATOR in part or names.count(phase.name) > 1:
+            raise ConfigError(f"{where}: kind '{composite.kind}': phase name '{phase.name}' "
+                              f"is not a unique '{phase_name(name, 'PART')}'")
+    known = set(inputs)
+    for phase in phases:
+        for inp in phase.inputs:
+            if inp not in known:
+                raise ConfigError(f"{where}: phase '{phase.name}': inputs: '{inp}' is neither "
+                                  "an input of the composite nor an earlier phase")
+        known.add(phase.name)
+    return phases
+
+
 def load_preset(path: str | None) -> dict[str, Any]:
     """A training preset (configs/tiny.yaml, configs/sft.yaml) as a dict; {} for None.
     Stages that wrap model/ start from one and override it key by key."""
@@ -146,9 +194,11 @@ def load_config(path: str | Path) -> Config:
     return config_from_dict(raw, path)
 
 
-def config_from_dict(raw: Any, path: str | Path = "<config>") -> Config:
+def config_from_dict(raw: Any, path: str | Path = "<config>",
+                     stage_class_for: Callable[[str], type] | None = None) -> Config:
     """Validate and order a config given as a plain dict (as YAML would load it)."""
-    from stages import stage_class_for  # stages import pipeline; import here, not at top
+    if stage_class_for is None:
+        from stages import stage_class_for  # stages import pipeline; import here, not at top
 
     path = Path(path)
     if not isinstance(raw, dict):
@@ -173,20 +223,30 @@ def config_from_dict(raw: Any, path: str | Path = "<config>") -> Config:
     loaded: dict[str, LoadedStage] = {}
     for name, stage in run.stages.items():
         where = f"{path}: stage '{name}'"
-        try:
-            stage_class = stage_class_for(stage.kind)
-        except KeyError as exc:
-            raise ConfigError(f"{where}: kind: {exc.args[0]}") from None
-        try:
-            params = stage_class.Params.model_validate(stage.params)
-        except ValidationError as err:
-            raise ConfigError(_format_pydantic(f"{where}: params.", err)) from None
+        if PHASE_SEPARATOR in name:
+            raise ConfigError(f"{where}: a stage name may not contain '{PHASE_SEPARATOR}' "
+                              "(it marks the phases of composite stages)")
+        stage_class = _stage_class(where, stage.kind, stage_class_for)
+        params = _params(where, stage_class, stage.params)
         for inp in stage.inputs:
             if inp not in run.stages:
                 raise ConfigError(f"{where}: inputs: '{inp}' is not a stage in this config")
             if inp == name:
                 raise ConfigError(f"{where}: inputs: a stage cannot read its own output")
-        loaded[name] = LoadedStage(name, stage, stage_class, params)
+        if not issubclass(stage_class, CompositeStage):
+            loaded[name] = LoadedStage(name, stage, stage_class, params)
+            continue
+        for phase in _expand(where, name, stage_class, params, stage.inputs):
+            phase_where = f"{where}: phase '{phase.name}'"
+            phase_class = _stage_class(phase_where, phase.kind, stage_class_for)
+            if issubclass(phase_class, CompositeStage):
+                raise ConfigError(f"{phase_where}: kind: '{phase.kind}' is itself composite")
+            phase_config = StageConfig(kind=phase.kind, inputs=list(phase.inputs),
+                                       params=phase.params,
+                                       max_error_fraction=stage.max_error_fraction)
+            loaded[phase.name] = LoadedStage(phase.name, phase_config, phase_class,
+                                             _params(phase_where, phase_class, phase.params),
+                                             part_of=name)
 
     from pipeline.dag import CycleError, topological_order
 

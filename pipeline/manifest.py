@@ -52,13 +52,15 @@ class Manifest:
         return cls(stage_dir, data)
 
     @classmethod
-    def new(cls, stage_dir: Path, name: str, kind: str, version: int, key: str) -> Manifest:
+    def new(cls, stage_dir: Path, name: str, kind: str, version: int, key: str,
+            units: str = "documents") -> Manifest:
         return cls(stage_dir, {
             "manifest_version": MANIFEST_VERSION,
             "stage": name,
             "kind": kind,
             "stage_version": version,
             "cache_key": key,
+            "units": units,  # what the task counts' `in` and `kept` count
             "complete": False,
             "tasks": {},
         })

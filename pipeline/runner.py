@@ -122,7 +122,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
         manifest = Manifest.new(stage_dir, spec.name, spec.config.kind,
-                                spec.stage_class.version, key)
+                                spec.stage_class.version, key, spec.stage_class.units)
         status = "ran"
     else:
         status = "resumed"

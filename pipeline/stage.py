@@ -5,7 +5,35 @@ manifest entry each) and ships `run_task(task)` to an executor; the stage never 
 executor runs it. Most stages are `DocStage`s: they stream documents with
 `process(docs) -> docs`, and the base class reads the input shards, writes kept documents
 to `shards/` and rejected ones to `rejected/`, times the work and keeps the funnel counts
-that the engine checks (`in == kept + sum(dropped) + sum(errors)`, per shard).
+that the engine checks (`in == kept + sum(dropped) + sum(errors)`, per shard). A stage
+that counts something other than documents says so in `units` ("band rows -> pairs");
+the manifest and `lmforge status` carry it.
+
+Composite stages. A `CompositeStage` is a kind the user writes once and the config loader
+replaces, before any cache key is computed, by the stages it is made of (its phases):
+
+    class MinhashDedup(CompositeStage):
+        kind = "minhash_dedup"
+        Params = MinhashDedupParams          # one params block, validated like any stage's
+
+        @classmethod
+        def expand(cls, name, params, inputs):
+            clusters = phase_name(name, "clusters")
+            return [...,
+                    Phase(clusters, "minhash_clusters", (phase_name(name, "buckets"),),
+                          params_for(MinhashClustersParams, params)),
+                    Phase(name, "minhash_filter", (*inputs, clusters), {})]
+
+`expand(name, params, inputs)` gets the composite's stage name, its validated params and
+its `inputs` (stage names) and returns the phases in order. Rules, checked at load:
+the last phase carries the composite's own `name`, so stages downstream keep writing
+`inputs: [name]`; every other phase is named `phase_name(name, part)` = `<name>.<part>`
+(a '.' never appears in a stage name the user writes, so phases cannot collide with
+user stages); phases name their inputs by stage name (the composite's inputs or earlier
+phases). Each phase's `kind` must be a plain stage kind, its params are validated against
+that kind's `Params` and it inherits the composite's `max_error_fraction`. An
+`expand` that rejects its inputs raises ValueError("inputs: ...") and the loader prefixes
+file and stage. The phase kinds stay usable on their own.
 """
 
 from __future__ import annotations
@@ -28,6 +56,8 @@ from pipeline.artifacts import (
     shard_schema,
 )
 from pipeline.documents import Document, Rejected, score_columns_of
+
+PHASE_SEPARATOR = "."
 
 FIRST_ERRORS_KEPT = 5
 
@@ -127,6 +157,9 @@ class Stage:
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]] = Params
     doc_stage: ClassVar[bool] = False  # True when the funnel invariant applies
+    # What `in` and `kept` count, shown by `lmforge status`; "A -> B" when `in` counts A
+    # and `kept` counts B (minhash_buckets: "band rows -> pairs").
+    units: ClassVar[str] = "documents"
     # Subfolders of the stage directory holding working state that must survive a killed
     # run (training checkpoints, a crawl frontier): never in the manifest, never cleaned.
     scratch_dirs: ClassVar[tuple[str, ...]] = ()
@@ -150,6 +183,37 @@ class Stage:
         # Heavy resources (models, tokenizers) are loaded lazily into `_`-prefixed
         # attributes; they are never pickled to workers, each worker loads its own once.
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage a composite expands into: params as YAML would give them."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class CompositeStage:
+    """A stage kind made of several: `expand` returns its phases (module docstring)."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    @classmethod
+    def expand(cls, name: str, params: Params, inputs: list[str]) -> list[Phase]:
+        raise NotImplementedError
+
+
+def phase_name(composite: str, part: str) -> str:
+    """The stage name of one phase of a composite: `<composite>.<part>`."""
+    return f"{composite}{PHASE_SEPARATOR}{part}"
+
+
+def params_for(phase_params: type[Params], params: Params) -> dict[str, Any]:
+    """The keys of a composite's params that one phase's `Params` declares."""
+    return {k: v for k, v in params.model_dump().items() if k in phase_params.model_fields}
 
 
 Item = Document | Rejected

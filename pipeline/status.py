@@ -2,11 +2,17 @@
 
 JSON schema (stable; `schema_version` changes if it does):
 
-    {"schema_version": 1, "run_dir": str, "stages": [
-        {"stage": str, "kind": str, "state": "complete" | "partial",
+    {"schema_version": 2, "run_dir": str, "stages": [
+        {"stage": str, "kind": str, "units": str, "state": "complete" | "partial",
          "tasks_done": int, "in": int, "kept": int,
          "dropped": {reason: int}, "errors": {reason: int},
          "wall_seconds": float | null, "docs_per_second": float | null}, ...]}
+
+`units` says what `in`, `kept`, the drops and `docs_per_second` count, as the stage
+class declares it: "documents" by default; "A -> B" when `in` counts A and `kept` counts
+B (`minhash_buckets`: "band rows -> pairs"; `minhash_clusters`: "pairs -> documents").
+Version 2 added `units`; in version 1 such rows mixed units silently. Phases of a composite stage are rows of their own,
+named `<stage>.<phase>`.
 
 Stages are listed in the order of the last run's DAG (`run.json`), else by name.
 Counts come from the manifests, so a partial stage shows what its committed shards hold.
@@ -34,6 +40,7 @@ class StageView:
 
     name: str
     kind: str
+    units: str
     directory: Path
     complete: bool
     counts: Counts
@@ -70,7 +77,8 @@ def load_stages(run_dir: Path) -> list[StageView]:
             total.add(Counts.from_dict(task["counts"]))
         stats_path = run_dir / name / STATS
         stats = json.loads(stats_path.read_text()) if manifest.complete and stats_path.exists() else {}
-        stages.append(StageView(name, manifest.data["kind"], run_dir / name, manifest.complete, total,
+        stages.append(StageView(name, manifest.data["kind"], manifest.data.get("units", "documents"),
+                                run_dir / name, manifest.complete, total,
                                 manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
                                 stats.get("wall_seconds"), stats.get("docs_per_second")))
     return stages
@@ -85,6 +93,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         stages.append({
             "stage": view.name,
             "kind": view.kind,
+            "units": view.units,
             "state": "complete" if view.complete else "partial",
             "tasks_done": len(view.infos),
             "in": counts["in"],
@@ -94,17 +103,18 @@ def run_status(run_dir: Path) -> dict[str, Any]:
             "wall_seconds": view.wall_seconds,
             "docs_per_second": view.docs_per_second,
         })
-    return {"schema_version": 1, "run_dir": str(run_dir), "stages": stages}
+    return {"schema_version": 2, "run_dir": str(run_dir), "stages": stages}
 
 
 def format_status(status: dict[str, Any]) -> str:
-    header = f"{'stage':<18} {'kind':<16} {'state':<9} {'in':>10} {'kept':>10} {'dropped':>9} {'errors':>7} {'wall s':>8} {'docs/s':>10}"
+    header = (f"{'stage':<18} {'kind':<18} {'units':<20} {'state':<9} {'in':>10} {'kept':>10} "
+              f"{'dropped':>9} {'errors':>7} {'wall s':>8} {'in/s':>10}")
     lines = [f"run: {status['run_dir']}", header, "-" * len(header)]
     for s in status["stages"]:
         wall = f"{s['wall_seconds']:.2f}" if s["wall_seconds"] is not None else "-"
         rate = f"{s['docs_per_second']:,.0f}" if s["docs_per_second"] is not None else "-"
         lines.append(
-            f"{s['stage']:<18} {s['kind']:<16} {s['state']:<9} {s['in']:>10,} {s['kept']:>10,} "
+            f"{s['stage']:<18} {s['kind']:<18} {s['units']:<20} {s['state']:<9} {s['in']:>10,} {s['kept']:>10,} "
             f"{sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} {wall:>8} {rate:>10}"
         )
         for outcome in ("dropped", "errors"):

@@ -16,6 +16,7 @@ STAGE_KINDS: dict[str, str] = {
     "minhash_buckets": "stages.dedup.minhash_buckets:MinhashBuckets",
     "minhash_clusters": "stages.dedup.minhash_clusters:MinhashClusters",
     "minhash_filter": "stages.dedup.minhash_filter:MinhashFilter",
+    "minhash_dedup": "stages.dedup.minhash_dedup:MinhashDedup",  # composite of the four above
     "crawl": "stages.crawl.crawl:Crawl",
     "ingest_warc": "stages.ingest.warc:IngestWarc",
     "extract": "stages.ingest.extract:Extract",

@@ -65,6 +65,7 @@ class MinhashBucketsParams(Params):
 class MinhashBuckets(Stage):
     kind = "minhash_buckets"
     version = 1
+    units = "band rows -> pairs"  # `in` counts band rows, `kept` counts pairs
     Params = MinhashBucketsParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:

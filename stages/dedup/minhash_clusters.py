@@ -61,6 +61,7 @@ class MinhashClusters(Stage):
                      payload=(("shards", shards), ("shards_table", table)))]
 
     def run_task(self, task: Task) -> TaskResult:
+    units = "pairs -> documents"  # `in` counts pairs, `kept` counts documents
         start = time.perf_counter()
         a_parts, b_parts = [], []
         for path in task.inputs:
