@@ -336,22 +336,40 @@ def connected_clusters(a: np.ndarray, b: np.ndarray
     """Union-find over pairs: (docs, kept member of each doc's cluster, cluster size).
 
     Only documents that appear in a pair are returned, sorted; the kept member of a
-    cluster is its smallest reference (first in corpus order).
+    cluster is its smallest reference (first in corpus order). minhash_clusters does the
+    same one batch of pairs at a time (`union_pairs`).
+    """
+    docs = np.unique(np.concatenate([a, b]))
+    labels = union_pairs(np.arange(len(docs)), np.searchsorted(docs, a), np.searchsorted(docs, b))
+    return docs, docs[labels], np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
+
+
+def union_pairs(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Join the clusters of index pairs (a[i], b[i]); returns the new labels.
+
+    `labels[i]` is the smallest index in i's cluster (start with `arange`), and stays so:
+    only the roots the pairs touch go through a union-find (scipy's connected
+    components over them), then every index is relabelled through one lookup table.
+    Memory: the labels twice plus the pairs given, never more than one batch of pairs.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    docs, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    n = len(docs)
-    if n == 0:
-        return docs, docs.copy(), np.empty(0, dtype=np.int64)
-    rows, cols = inverse[: len(a)], inverse[len(a):]
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    # docs are sorted, so the first index of each label is the cluster's smallest reference.
-    _, first = np.unique(labels, return_index=True)
-    sizes = np.bincount(labels)
-    return docs, docs[first[labels]], sizes[labels].astype(np.int64)
+    root_a, root_b = labels[a], labels[b]
+    differ = root_a != root_b
+    if not differ.any():
+        return labels
+    root_a, root_b = root_a[differ], root_b[differ]
+    roots, inverse = np.unique(np.concatenate([root_a, root_b]), return_inverse=True)
+    m = len(roots)
+    graph = coo_matrix((np.ones(len(root_a), dtype=np.int8),
+                        (inverse[: len(root_a)], inverse[len(root_a):])), shape=(m, m))
+    _, component = connected_components(graph, directed=False)
+    # roots are sorted, so the first root of each component is its smallest index.
+    _, first = np.unique(component, return_index=True)
+    lookup = np.arange(len(labels), dtype=labels.dtype)
+    lookup[roots] = roots[first[component]]
+    return lookup[labels]
 
 
 def text_fingerprints(texts: pa.Array, urls: pa.Array | None = None) -> np.ndarray:

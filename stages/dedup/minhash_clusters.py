@@ -1,25 +1,35 @@
 """`minhash_clusters`: phase 3 of MinHash-LSH, duplicate clusters by union-find over pairs.
 
-Input: one `minhash_buckets` stage. One task reads every `pairs/` file, drops pairs seen
-in several partitions, and joins them into connected components (scipy's union-find-
-equivalent `connected_components`). Transitive chains A~B~C land in one cluster even when
-A and C never shared a band.
+Input: one `minhash_buckets` stage. One task streams every `pairs/` file twice, PAIR_BATCH
+pairs at a time: first to list the documents that have a pair (sorted, distinct), then to
+join each batch into the clusters found so far (`union_pairs` in minhash.py: a union-find
+over the cluster roots the batch touches, by scipy's connected components, then one
+relabelling pass). Transitive chains A~B~C land in one cluster even when A and C never
+shared a band; a pair found in several partitions joins nothing the second time.
 
 Kept member rule: the document with the smallest reference `shard_index << 32 | row`,
 i.e. the first one in corpus order (shards in the sorted order of the upstream manifest,
-rows in file order). It does not depend on executor, worker count or partitioning.
+rows in file order). It does not depend on executor, worker count, partitioning or batch
+size.
 
 Output: `clusters/clusters.parquet`, one row per document that has a duplicate, sorted by
 `doc`: doc, kept (references), size (documents in its cluster), kept_id (the kept
 member's document id, read from its shard); and `meta/shards.json` passed on for the
-filter. In `lmforge status`, `in` is pairs and `kept` is documents in clusters (the
-manifest's `info` has clusters, duplicates and the largest cluster). Memory: the pairs and the documents in them (typically far fewer than all
-documents), plus one shard's `id` column at a time.
+filter. In `lmforge status`, `in` is pair rows read (a pair found in k partitions counts
+k times) and `kept` is documents in clusters (the manifest's `info` has clusters,
+duplicates and the largest cluster).
+
+Memory is bounded by the documents that have a near-duplicate, never by the pairs (any
+number, read in batches) nor by the corpus: about 50 bytes per clustered document plus
+its kept member's id, plus one batch of pairs (about 100 MB) and one shard's `id` column.
+bench/dedup.py (`clusters` part) measures it: peak RSS stays flat as pairs grow at a
+fixed number of clustered documents, and grows with those documents at the stated rate.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +40,18 @@ from stages.dedup.minhash import (
     SHARDS_TABLE,
     commit_json,
     commit_table,
-    connected_clusters,
     files_under,
     input_of_kind,
     read_shards_table,
     ref_row,
     ref_shard,
-    unique_pairs,
+    union_pairs,
 )
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 CLUSTERS_FILE = "clusters.parquet"
 ROW_GROUP = 65536  # the filter reads only the row groups of its own shard
+PAIR_BATCH = 1 << 20  # pairs read at once: 16 MB of references, plus the union-find's scratch
 
 
 class MinhashClustersParams(Params):
@@ -51,6 +61,7 @@ class MinhashClustersParams(Params):
 class MinhashClusters(Stage):
     kind = "minhash_clusters"
     version = 1
+    units = "pairs -> documents"  # `in` counts pairs, `kept` counts documents
     Params = MinhashClustersParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
@@ -61,22 +72,21 @@ class MinhashClusters(Stage):
                      payload=(("shards", shards), ("shards_table", table)))]
 
     def run_task(self, task: Task) -> TaskResult:
-    units = "pairs -> documents"  # `in` counts pairs, `kept` counts documents
         start = time.perf_counter()
-        a_parts, b_parts = [], []
-        for path in task.inputs:
-            pairs = pq.read_table(path)
-            a_parts.append(pairs.column("a").to_numpy())
-            b_parts.append(pairs.column("b").to_numpy())
-        empty = np.empty(0, dtype=np.uint64)
-        a, b = unique_pairs(np.concatenate(a_parts or [empty]), np.concatenate(b_parts or [empty]))
-        docs, kept, sizes = connected_clusters(a, b)
-        kept_ids = self._ids_of(kept, task.get("shards"))
+        docs = np.empty(0, dtype=np.uint64)
+        pair_rows = 0
+        for a, b in _pair_batches(task.inputs):
+            docs = np.union1d(docs, np.concatenate([a, b]))
+            pair_rows += len(a)
+        labels = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
+        for a, b in _pair_batches(task.inputs):
+            labels = union_pairs(labels, np.searchsorted(docs, a), np.searchsorted(docs, b))
+        sizes = np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
         table = pa.table({
             "doc": pa.array(docs, pa.uint64()),
-            "kept": pa.array(kept, pa.uint64()),
+            "kept": pa.array(docs[labels], pa.uint64()),
             "size": pa.array(sizes, pa.int64()),
-            "kept_id": pa.array(kept_ids, pa.string()),
+            "kept_id": self._kept_ids(docs, labels, task.get("shards")),
         })
         files = [
             commit_table(self.stage_dir, self.stage_dir / "clusters" / CLUSTERS_FILE, table,
@@ -84,31 +94,44 @@ class MinhashClusters(Stage):
             commit_json(self.stage_dir, self.stage_dir / "meta" / SHARDS_TABLE,
                         task.get("shards_table")),
         ]
-        clusters = int((docs == kept).sum())
+        clusters = int((labels == np.arange(len(labels))).sum())
         info = {
-            "pairs": len(a),
+            "pair_rows": pair_rows,
             "clusters": clusters,
             "docs_in_clusters": len(docs),
             "duplicates": len(docs) - clusters,
             "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         }
-        counts = Counts(n_in=len(a), kept=len(docs))
+        counts = Counts(n_in=pair_rows, kept=len(docs))
         return TaskResult(files, counts, time.perf_counter() - start, info=info)
 
-    def _ids_of(self, refs: np.ndarray, shards: tuple[str, ...]) -> list[str]:
-        """Document ids of references, reading each shard's `id` column once."""
-        unique, inverse = np.unique(refs, return_inverse=True)
-        ids = np.empty(len(unique), dtype=object)
-        shard_of = ref_shard(unique)
+    def _kept_ids(self, docs: np.ndarray, labels: np.ndarray, shards: tuple[str, ...]) -> pa.Array:
+        """The kept member's document id for every clustered document, as an Arrow column.
+
+        Each shard's `id` column is read once, and only for the shards that hold a kept
+        member; ids stay Arrow strings (no Python object per document).
+        """
+        kept_index = np.unique(labels)  # sorted, so shard by shard in corpus order
+        refs = docs[kept_index]
+        shard_of = ref_shard(refs)
+        parts = []
         for index in np.unique(shard_of):
-            mask = shard_of == index
             path = shards[index]
-            column = pq.read_table(path, columns=["id"]).column("id")
-            rows = ref_row(unique[mask])
-            if len(rows) and rows.max() >= len(column):
+            column = pq.read_table(path, columns=["id"]).column("id").combine_chunks()
+            rows = ref_row(refs[shard_of == index])
+            if rows.max() >= len(column):
                 raise ValueError(
                     f"stage '{self.name}': {Path(path).name} has {len(column)} rows, pairs "
                     f"refer to row {rows.max()}: the shard changed after its signatures"
                 )
-            ids[mask] = column.take(pa.array(rows)).to_pylist()
-        return list(ids[inverse])
+            parts.append(column.take(pa.array(rows)).cast(pa.string()))
+        ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+        return ids.take(pa.array(np.searchsorted(kept_index, labels)))
+
+
+def _pair_batches(paths: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (a, b) pairs of every `pairs/` file, PAIR_BATCH rows at a time."""
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PAIR_BATCH, columns=["a", "b"]):
+            yield (batch.column("a").to_numpy(zero_copy_only=False),
+                   batch.column("b").to_numpy(zero_copy_only=False))

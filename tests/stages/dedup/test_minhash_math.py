@@ -19,25 +19,10 @@ from stages.dedup.minhash import (
     optimal_bands,
     shingle_sets,
     text_fingerprints,
+    union_pairs,
     words_of,
 )
-
-
-def shingle_set(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    words = text.split()
-    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
-
-
-def true_jaccard(a: str, b: str) -> float:
-    sa, sb = shingle_set(a), shingle_set(b)
-    return len(sa & sb) / len(sa | sb)
-
-
-def edited(words: list[str], fraction: float, rng: random.Random, vocab: list[str]) -> list[str]:
-    out = list(words)
-    for position in rng.sample(range(len(words)), round(fraction * len(words))):
-        out[position] = rng.choice(vocab)
-    return out
+from tests.stages.dedup.conftest import edited, true_jaccard
 
 
 def test_normalization_folds_case_punctuation_and_whitespace():
@@ -121,6 +106,30 @@ def test_connected_clusters_follow_chains_and_keep_the_smallest():
     assert docs.tolist() == [3, 5, 7, 9, 100, 200]
     assert kept.tolist() == [3, 3, 3, 3, 100, 100]
     assert sizes.tolist() == [4, 4, 4, 4, 2, 2]
+
+
+def test_union_pairs_in_any_batches_matches_a_plain_union_find():
+    rng = np.random.default_rng(0)
+    n = 400
+    a = rng.integers(0, n, 300)
+    b = rng.integers(0, n, 300)
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in zip(a.tolist(), b.tolist()):
+        rx, ry = find(x), find(y)
+        parent[max(rx, ry)] = min(rx, ry)  # the root is always the smallest member
+    expected = [find(x) for x in range(n)]
+    assert len(set(expected)) < n - 100  # many joins, long chains among them
+    for batch in (1, 7, 64, 300):
+        labels = np.arange(n, dtype=np.int32)
+        for lo in range(0, len(a), batch):
+            labels = union_pairs(labels, a[lo: lo + batch], b[lo: lo + batch])
+        assert labels.tolist() == expected, batch
 
 
 def test_exact_jaccard_of_gathered_sets_matches_python_sets():

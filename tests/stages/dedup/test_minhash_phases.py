@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import run
-from tests.stages.dedup.test_minhash_pipeline import config, planted_corpus, write_corpus
+from tests.stages.dedup.conftest import config, planted_corpus, write_corpus
 
 
 def test_signature_files_partition_band_keys_and_hold_shingle_sets(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,80 +11,7 @@ import pytest
 from pipeline import run
 from pipeline.runner import StageFailed
 from tests.conftest import shard_bytes
-from tests.stages.dedup.test_minhash_math import edited, true_jaccard
-
-VOCAB = [f"w{i}" for i in range(4000)]
-
-
-def planted_corpus(seed: int = 0) -> tuple[list[str], dict[str, tuple[int, ...]]]:
-    """Texts in corpus order and the groups planted in them (indices)."""
-    rng = random.Random(seed)
-    texts: list[str] = []
-    groups: dict[str, list[int]] = {"above": [], "below": [], "copies": [], "chain": []}
-
-    def add(words: list[str]) -> int:
-        texts.append(" ".join(words))
-        return len(texts) - 1
-
-    for _ in range(25):  # unique documents
-        add([rng.choice(VOCAB) for _ in range(120)])
-    for _ in range(12):  # 0.5% of words edited: Jaccard ~0.95, well above 0.8
-        base = [rng.choice(VOCAB) for _ in range(200)]
-        groups["above"].append((add(base), add(edited(base, 0.005, rng, VOCAB))))
-    for _ in range(12):  # 15% edited: Jaccard ~0.3, well below
-        base = [rng.choice(VOCAB) for _ in range(150)]
-        groups["below"].append((add(base), add(edited(base, 0.15, rng, VOCAB))))
-    for _ in range(4):  # exact copies, one with case and punctuation changed
-        base = [rng.choice(VOCAB) for _ in range(30)]
-        first = add(base)
-        texts.append(texts[first].upper().replace(" ", ", "))
-        groups["copies"].append((first, len(texts) - 1))
-    # A~B and B~C, but A and C are not similar: 3 words edited at each step of 200.
-    a = [rng.choice(VOCAB) for _ in range(200)]
-    b, c = list(a), None
-    for position in (20, 60, 100):
-        b[position] = rng.choice(VOCAB)
-    c = list(b)
-    for position in (130, 160, 190):
-        c[position] = rng.choice(VOCAB)
-    groups["chain"].append((add(a), add(b), add(c)))
-    order = list(range(len(texts)))
-    rng.shuffle(order)  # twins land in different shards, in either order
-    where = {old: new for new, old in enumerate(order)}
-    shuffled = [texts[old] for old in order]
-    return shuffled, {k: [tuple(where[i] for i in g) for g in v] for k, v in groups.items()}
-
-
-def write_corpus(directory: Path, texts: list[str], files: int = 3) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    per_file = -(-len(texts) // files)
-    for f in range(files):
-        with open(directory / f"part{f}.jsonl", "w") as out:
-            for i in range(f * per_file, min((f + 1) * per_file, len(texts))):
-                out.write(json.dumps({"id": f"doc{i:04d}", "text": texts[i]}) + "\n")
-
-
-def config(tmp_path: Path, buckets: dict | None = None, signatures: dict | None = None) -> dict:
-    return {
-        "name": "minhash",
-        "run_dir": str(tmp_path / "run"),
-        "stages": {
-            "ingest": {"kind": "ingest", "params": {
-                "paths": [str(tmp_path / "corpus" / "*.jsonl")], "id_field": "id", "shard_size": 20}},
-            "signatures": {"kind": "minhash_signatures", "inputs": ["ingest"],
-                           "params": {"partitions": 3, **(signatures or {})}},
-            "buckets": {"kind": "minhash_buckets", "inputs": ["signatures"], "params": buckets or {}},
-            "clusters": {"kind": "minhash_clusters", "inputs": ["buckets"]},
-            "dedup": {"kind": "minhash_filter", "inputs": ["clusters", "ingest"]},
-        },
-    }
-
-
-def read_all(stage_dir: Path, sub: str) -> list[dict]:
-    rows = []
-    for path in sorted((stage_dir / sub).glob("*.parquet")):
-        rows += pq.read_table(path).to_pylist()
-    return rows
+from tests.stages.dedup.conftest import config, planted_corpus, read_all, true_jaccard, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +125,22 @@ def test_local_and_dask_byte_identical_and_reruns_deterministic(tmp_path):
     assert outputs() == local
     run(cfg, executor="dask", workers=2, force=["signatures"])
     assert outputs() == local
+
+
+def test_clusters_do_not_depend_on_the_pair_batch_size(tmp_path, monkeypatch):
+    from stages.dedup import minhash_clusters
+
+    texts, _ = planted_corpus(seed=2)
+    write_corpus(tmp_path / "corpus", texts)
+    # Loose bands and no verification: many pairs, repeated across partitions.
+    cfg = config(tmp_path, buckets={"verify": "off"}, signatures={"bands": 40, "rows": 1})
+    run(cfg, executor="local")
+    clusters = tmp_path / "run" / "clusters" / "clusters" / "clusters.parquet"
+    whole = clusters.read_bytes()
+    assert pq.read_table(clusters).num_rows > 20
+    monkeypatch.setattr(minhash_clusters, "PAIR_BATCH", 3)
+    run(cfg, executor="local", force=["clusters"])
+    assert clusters.read_bytes() == whole
 
 
 def test_filter_refuses_a_doc_input_other_than_the_signed_one(tmp_path):
