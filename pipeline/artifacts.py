@@ -1,20 +1,19 @@
 """Files a stage leaves behind, written so that a kill at any moment loses nothing done.
 
-Commit protocol (DESIGN.md "Commit"): a shard is written under a temporary name in the
-same directory, fsynced, renamed to its final name, and only then recorded in the stage's
-`manifest.json` (which is itself replaced atomically). The manifest entry, with the shard's
-sha256, document count and byte size, is the only proof that a shard is done: a file with
-the right name but no entry is an orphan of a killed run and is deleted before the task is
-redone. Only the driver writes the manifest; workers write shards and return their entries.
+Commit protocol (DESIGN.md "Commit"): a file is written whole to a local temporary file,
+then committed in one step (`pipeline/storage.py`: fsync and rename on local disk, one
+upload on an object store, where no partial object is ever visible), and only then
+recorded in the stage's `manifest.json`. The manifest entry, with the file's sha256,
+document count and byte size, is the only proof that a file is done: a file with the right
+name but no entry is an orphan of a killed run and is deleted before the task is redone.
+Only the driver writes the manifest; workers write files and return their entries. The
+stage directory is a `Path` or, for a run directory on an object store, a `UPath`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.documents import Document, Rejected, doc_schema, rejected_schema
+from pipeline.storage import TMP_MARK, sha256_file
 
-TMP_MARK = ".tmp-"
 MANIFEST = "manifest.json"
 STATS = "stats.json"
 PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
@@ -43,55 +43,29 @@ class FileEntry:
 
 
 def tmp_path_for(final: Path) -> Path:
-    """A unique temporary name beside `final`, so two attempts never share a file."""
-    return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit_file(tmp: Path, final: Path) -> None:
-    """fsync `tmp`, rename it over `final`, fsync the directory."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """A unique local temporary file for `final`'s bytes, so two attempts never share one."""
+    return storage.local_tmp_for(final)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = tmp_path_for(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    commit_file(tmp, path)
+    storage.write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def commit_artifact(stage_dir: Path, tmp: Path, final: Path, docs: int = 0) -> FileEntry:
     """Commit a file written by a task (a model, a tokenizer) and describe it for the manifest."""
-    commit_file(tmp, final)
-    return FileEntry(
+    entry = FileEntry(
         path=final.relative_to(stage_dir).as_posix(),
-        sha256=sha256_file(final),
+        sha256=sha256_file(tmp),
         docs=docs,
-        bytes=final.stat().st_size,
+        bytes=tmp.stat().st_size,
     )
+    storage.commit(tmp, final)
+    return entry
 
 
 def commit_copy(stage_dir: Path, source: Path, rel: str) -> FileEntry:
     """Copy `source` into the stage directory as `rel`, committed atomically."""
     final = stage_dir / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(final)
     shutil.copyfile(source, tmp)
     return commit_artifact(stage_dir, tmp, final)
@@ -116,7 +90,6 @@ class ParquetShardWriter:
     ):
         self.stage_dir = stage_dir
         self.directory = stage_dir / subdir
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.name_for = name_for
         self.schema = schema
         self.max_docs = max_docs
@@ -226,14 +199,24 @@ class DocShardWriter:
 
 def read_doc_shard(path: Path | str, batch_size: int = ROWS_PER_BATCH) -> Iterable[Document]:
     """Stream the documents of one doc shard, one record batch in memory at a time."""
-    parquet = pq.ParquetFile(path)
+    if storage.is_local(path):
+        yield from _documents(pq.ParquetFile(path), batch_size)
+        return
+    with storage.open_input(path) as f:
+        yield from _documents(pq.ParquetFile(f), batch_size)
+
+
+def _documents(parquet: pq.ParquetFile, batch_size: int) -> Iterable[Document]:
     for batch in parquet.iter_batches(batch_size=batch_size):
         for row in batch.to_pylist():
             yield Document.from_row(row)
 
 
 def shard_schema(path: Path | str) -> pa.Schema:
-    return pq.read_schema(path)
+    if storage.is_local(path):
+        return pq.read_schema(path)
+    with storage.open_input(path) as f:
+        return pq.read_schema(f)
 
 
 def entry_to_dict(entry: FileEntry) -> dict[str, Any]:

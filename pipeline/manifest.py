@@ -1,27 +1,30 @@
 """A stage's `manifest.json`: cache key, completion flag, one entry per finished task.
 
 Entries arrive one per finished task; rewriting a JSON file with thousands of entries after
-each would cost O(tasks^2). So a running stage appends each entry as one line to
-`manifest.journal` (flushed and fsynced before the next task is recorded), and
-`manifest.json` is rewritten atomically when the stage starts and when it completes, at
-which point the journal is folded in and removed. Loading replays the journal over the
-JSON; a torn last line (a kill mid-append) is ignored, so its task simply runs again.
+each would cost O(tasks^2), and an object store cannot append. So a running stage writes
+each entry as one small file of its own, `journal.<task>.json`, committed whole (rename on
+local disk, one PUT on an object store) before the next task is recorded; `manifest.json`
+is rewritten when the stage starts and when it completes, at which point the journal
+entries are folded in and removed. Loading replays the journal over the JSON; an entry that
+cannot be read (a kill mid-write leaves none, but a damaged file might) is ignored, so its
+task simply runs again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from pipeline import storage
 from pipeline.artifacts import MANIFEST, write_json_atomic
 
 log = logging.getLogger("lmforge")
 
 MANIFEST_VERSION = 1
-JOURNAL = "manifest.journal"
+JOURNAL_PREFIX = "journal."
 
 
 class Manifest:
@@ -41,26 +44,27 @@ class Manifest:
             return None
         if data.get("manifest_version") != MANIFEST_VERSION:
             return None
-        journal = stage_dir / JOURNAL
-        if journal.exists():
-            for line in journal.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    break  # torn write at the kill point: that task was never committed
-                data["tasks"][entry["task"]] = entry["entry"]
+        for journal in _journal_files(stage_dir):
+            try:
+                entry = json.loads(storage.read_text(journal))
+            except ValueError:
+                log.warning("%s: unreadable journal entry, its task will run again", journal)
+                continue
+            data["tasks"][entry["task"]] = entry["entry"]
         return cls(stage_dir, data)
 
     @classmethod
     def new(cls, stage_dir: Path, name: str, kind: str, version: int, key: str,
-            units: str = "documents") -> Manifest:
+            declared: dict[str, Any] | None = None) -> Manifest:
+        """`declared`: what the stage kind says of itself for status and report
+        (`Stage.declared()`: units, filters, report_files)."""
         return cls(stage_dir, {
             "manifest_version": MANIFEST_VERSION,
             "stage": name,
             "kind": kind,
+            **(declared or {}),
             "stage_version": version,
             "cache_key": key,
-            "units": units,  # what the task counts' `in` and `kept` count
             "complete": False,
             "tasks": {},
         })
@@ -79,13 +83,20 @@ class Manifest:
     def record(self, task_name: str, entry: dict[str, Any]) -> None:
         """Add a finished task's entry durably: after this returns, the task is done."""
         self.tasks[task_name] = entry
-        line = json.dumps({"task": task_name, "entry": entry}, sort_keys=True) + "\n"
-        with open(self.stage_dir / JOURNAL, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        write_json_atomic(self.stage_dir / _journal_name(task_name),
+                          {"task": task_name, "entry": entry})
 
     def save(self) -> None:
         """Rewrite manifest.json with every entry, then drop the journal it now contains."""
         write_json_atomic(self.stage_dir / MANIFEST, self.data)
-        (self.stage_dir / JOURNAL).unlink(missing_ok=True)
+        for journal in _journal_files(self.stage_dir):
+            storage.remove(journal)
+
+
+def _journal_name(task_name: str) -> str:
+    return f"{JOURNAL_PREFIX}{quote(task_name, safe='')}.json"
+
+
+def _journal_files(stage_dir: Path) -> list[Path]:
+    return [p for p in storage.list_files(stage_dir)
+            if p.name.startswith(JOURNAL_PREFIX) and p.name.endswith(".json")]

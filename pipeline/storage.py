@@ -117,8 +117,10 @@ def write_bytes(final: Any, data: bytes) -> None:
 
 
 def open_input(path: str | Any, mode: str = "rb") -> IO:
-    """Open a committed file (local path or URL) for reading."""
-    if isinstance(path, (str, os.PathLike)) and not is_url(path):
+    """Open a committed file (local path, URL string or UPath) for reading."""
+    if hasattr(path, "fs"):
+        return path.open(mode)
+    if not is_url(path):
         return open(path, mode)
     return fsspec.open(str(path), mode).open()
 
@@ -146,6 +148,20 @@ def files_under(path: Any) -> list[Any]:
     root = path.path.rstrip("/")
     path.fs.invalidate_cache(root)  # other processes (workers) may have written since
     return [path / key[len(root) + 1:] for key in sorted(path.fs.find(root))]
+
+
+def list_files(path: Any) -> list[Any]:
+    """The files directly in folder `path` (not below), sorted; [] if it does not exist."""
+    if is_local(path):
+        path = Path(path)
+        return sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else []
+    root = path.path.rstrip("/")
+    path.fs.invalidate_cache(root)
+    if not path.fs.exists(root):
+        return []
+    entries = path.fs.ls(root, detail=True)
+    return [path / e["name"].rstrip("/").rsplit("/", 1)[-1]
+            for e in sorted(entries, key=lambda e: e["name"]) if e["type"] == "file"]
 
 
 def remove(path: Any) -> None:

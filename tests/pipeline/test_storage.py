@@ -84,3 +84,12 @@ def test_missing_filesystem_names_the_extra(tmp_path):
                          text=True, check=True).stdout
     assert "pip install 'lmforge[s3]'" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_list_files_is_one_level(s3_bucket, tmp_path):
+    for root in (storage.run_location(str(tmp_path / "r")),
+                 storage.run_location(f"{s3_bucket}/r")):
+        storage.write_bytes(root / "a.json", b"1")
+        storage.write_bytes(root / "sub" / "b.json", b"2")
+        assert [p.name for p in storage.list_files(root)] == ["a.json"]
+        assert storage.list_files(root / "missing") == []
