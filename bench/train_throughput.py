@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.config import load_config
+from model.config import load_pretrain_config
 from model.token_shards import write_token_shard
-from model.trainer import Trainer, peak_flops_for
+from model.hardware import peak_flops_for
+from model.trainer import Trainer
 
 
 def cpu_matmul_flops(size: int = 1024, seconds: float = 1.0) -> float:
@@ -59,7 +60,7 @@ def main() -> int:
     parser.add_argument("--vocab-size", type=int, default=50304, help="for random shards")
     args = parser.parse_args()
 
-    config = load_config(args.config)
+    config = load_pretrain_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if config.data.dir is not None and not Path(config.data.dir).is_dir():

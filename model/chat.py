@@ -25,15 +25,14 @@ One format, built from the special tokens that the ``train_tokenizer`` stage add
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
-BOS, EOS, PAD, END = "<|bos|>", "<|eos|>", "<|pad|>", "<|end|>"
-ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+from model.special_tokens import BOS, END, EOS, PAD, ROLE_TOKENS
 
 HF_CHAT_TEMPLATE = (
     "{{ '<|bos|>' }}{% for message in messages %}"
@@ -42,6 +41,11 @@ HF_CHAT_TEMPLATE = (
 )
 
 Message = dict[str, str]
+
+
+class ChatDataError(ValueError):
+    """Chat data that does not fit the format (a bad message list or record, a tokenizer
+    without the chat tokens); the message names the file, record or message."""
 
 
 @dataclass(frozen=True)
@@ -56,20 +60,20 @@ class Rendered:
 
 
 def check_messages(messages: Any, where: str = "conversation") -> list[Message]:
-    """``messages`` as a list of {"role", "content"} dicts; ValueError naming the bad entry."""
+    """``messages`` as a list of {"role", "content"} dicts; ChatDataError naming the bad entry."""
     if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: expected a non-empty list of messages, got {messages!r:.80}")
+        raise ChatDataError(f"{where}: expected a non-empty list of messages, got {messages!r:.80}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise ValueError(f"{where}: message {i} must have exactly the keys 'role' and 'content', "
+            raise ChatDataError(f"{where}: message {i} must have exactly the keys 'role' and 'content', "
                              f"got {message!r:.80}")
         if message["role"] not in ROLE_TOKENS:
-            raise ValueError(f"{where}: message {i} has role {message['role']!r} "
+            raise ChatDataError(f"{where}: message {i} has role {message['role']!r} "
                              f"(known: {', '.join(ROLE_TOKENS)})")
         if not isinstance(message["content"], str):
-            raise ValueError(f"{where}: message {i} content must be a string, got {type(message['content']).__name__}")
+            raise ChatDataError(f"{where}: message {i} content must be a string, got {type(message['content']).__name__}")
         if message["role"] == "system" and i > 0:
-            raise ValueError(f"{where}: message {i} is a system message; only the first may be")
+            raise ChatDataError(f"{where}: message {i} is a system message; only the first may be")
     return messages
 
 
@@ -81,7 +85,7 @@ class ChatTemplate:
         ids = {token: tokenizer.token_to_id(token) for token in needed}
         missing = [token for token, i in ids.items() if i is None]
         if missing:
-            raise ValueError(f"the tokenizer lacks the chat special tokens {missing}; train it with the "
+            raise ChatDataError(f"the tokenizer lacks the chat special tokens {missing}; train it with the "
                              "train_tokenizer stage (or add them as special tokens)")
         # A private copy: switching encode_special_tokens on must not change the caller's tokenizer.
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
@@ -123,21 +127,3 @@ class ChatTemplate:
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-
-def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
-    """Text pieces as ``tokens`` arrive: decode everything so far and yield what is new.
-
-    A byte-level BPE character can span tokens, so a piece ending in an incomplete
-    character (U+FFFD) waits for the next token.
-    """
-    ids: list[int] = []
-    printed = ""
-    for token in tokens:
-        ids.append(token)
-        text = tokenizer.decode(ids)
-        if not text.endswith("\ufffd"):
-            yield text[len(printed):]
-            printed = text
-    rest = tokenizer.decode(ids)[len(printed):]
-    if rest:
-        yield rest

@@ -1,131 +1,254 @@
-"""The model subcommands of the ``lmforge`` console script: train, generate, export-hf, import-hf.
+"""The model's subcommands of the ``lmforge`` console script.
 
-``register(subparsers)`` adds them to an ``argparse`` subparsers object; each handler takes
-the parsed args and returns an exit code. Expected failures (a bad config, a missing or
-unsafe checkpoint, an HF model we cannot represent) print one line to stderr and return 2.
-Imports are inside the handlers, so registering the commands does not import torch and
-``lmforge status`` stays quick.
+    train CONFIG                      pretrain (also: torchrun ... -m model.train CONFIG)
+    generate CKPT --prompt TEXT       sample a continuation, streamed
+    export-hf CKPT OUT / import-hf HF_DIR OUT
+    sft CONFIG / dpo CONFIG           post-train a checkpoint
+    chat CKPT                         talk to a fine-tuned checkpoint
+    plan --gpu-hours H --gpu h100     size a run for a budget (model/plan.py)
+    inspect-shards DIR                what a folder of token shards holds (model/inspect_shards.py)
+
+``register(subparsers)`` adds them to an ``argparse`` subparsers object; each command
+function takes the parsed args and returns 0, or raises. The commands catch nothing: the
+program's entry point owns the one error policy, and ``BAD_INPUT`` lists the exception
+types that mean bad input (a config, a checkpoint, token shards, a prompt, a missing file)
+rather than a failure while running. Imports are inside the commands, so registering them
+does not import torch and ``lmforge status`` stays quick.
+
+``chat`` is a prompt loop: each line typed is a user turn, the reply streams as it is
+sampled and stops at ``<|end|>``; the conversation is kept, and the oldest turns are
+dropped when it no longer fits the model's context. Empty line or end of input quits;
+``/reset`` starts over.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from model.chat import ChatDataError
+    from model.checkpoint import CheckpointError
+    from model.config import TrainConfigError
+    from model.generate import PromptError
+    from model.hf import HFConversionError
+    from model.plan import PlanError
+    from model.token_shards import TokenShardError
+
+    return (TrainConfigError, CheckpointError, TokenShardError, HFConversionError, ChatDataError, PromptError,
+            PlanError, FileNotFoundError)
+
+
+def __getattr__(name: str):
+    # BAD_INPUT is computed on first use: the types live in modules that import torch.
+    if name == "BAD_INPUT":
+        return _bad_input_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _train(args: argparse.Namespace) -> int:
     from model.train import run
 
-    return run(args.config)
+    run(args.config)
+    return 0
+
+
+def _load_for_sampling(checkpoint: str):
+    """(checkpoint dir, model on the default device) of a checkpoint that has its tokenizer."""
+    from model.checkpoint import CheckpointError, load_model, resolve_checkpoint
+    from model.hardware import default_device
+
+    ckpt = resolve_checkpoint(checkpoint)
+    if not (ckpt / "tokenizer.json").is_file():
+        raise CheckpointError(f"{ckpt}: no tokenizer.json beside the weights, cannot encode a prompt")
+    return ckpt, load_model(ckpt, default_device())
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
     from tokenizers import Tokenizer
 
-    from model.checkpoint import CheckpointError, load_model, resolve_checkpoint
-    from model.generate import generate
-    from model.hf import special_tokens
+    from model.generate import continuation, encode_prompt, stream_text
+    from model.special_tokens import EOS
 
-    ckpt = resolve_checkpoint(args.checkpoint)
-    tokenizer_path = ckpt / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise CheckpointError(f"{ckpt}: no tokenizer.json beside the weights, cannot encode the prompt")
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(ckpt, device)
-    eos = special_tokens(tokenizer_path).get("eos_token")
-    try:
-        prompt_ids = tokenizer.encode(args.prompt, add_special_tokens=False).ids
-    except Exception as e:  # tokenizers raises a bare Exception, e.g. a character a char vocab lacks
-        raise ValueError(f"cannot encode the prompt with {tokenizer_path}: {e}") from None
-    if not prompt_ids:
-        raise ValueError("the prompt encodes to no tokens")
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    prompt = torch.tensor([prompt_ids], device=device)
-    ids: list[int] = []
-    printed = ""
+    ckpt, model = _load_for_sampling(args.checkpoint)
+    tokenizer = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    ids = continuation(model, encode_prompt(tokenizer, args.prompt), args.max_new_tokens, args.temperature,
+                       args.top_k, args.top_p, stop_ids=[tokenizer.token_to_id(EOS)], seed=args.seed)
     sys.stdout.write(args.prompt)
-    for token in generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                          eos_id=eos[1] if eos else None, generator=generator):
-        if eos and token.item() == eos[1]:
+    for piece in stream_text(tokenizer, ids):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from model.chat import ChatTemplate
+    from model.generate import continuation, stream_text
+
+    ckpt, model = _load_for_sampling(args.checkpoint)
+    template = ChatTemplate.from_file(ckpt / "tokenizer.json")
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    seed = args.seed  # reply n samples with seed + n: a session replays exactly
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
             break
-        ids.append(token.item())
-        # Decode the whole continuation each time: a byte-level BPE character can span tokens.
-        text = tokenizer.decode(ids)
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(printed):])
+        if not line.strip():
+            break
+        if line.strip() == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": line})
+        prompt = template.prompt_ids(system + history)
+        # Keep room for the reply: drop the oldest exchanges until the prompt fits.
+        while len(prompt) + args.max_new_tokens > model.config.max_seq_len and len(history) > 1:
+            history = history[2:]
+            prompt = template.prompt_ids(system + history)
+        if len(prompt) >= model.config.max_seq_len:
+            print(f"the message takes {len(prompt)} tokens, the model's context is "
+                  f"{model.config.max_seq_len}; say less", file=sys.stderr)
+            history.pop()
+            continue
+        reply = ""
+        ids = continuation(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                           stop_ids=template.stop_ids, seed=seed)
+        for piece in stream_text(template.tokenizer, ids):
+            sys.stdout.write(piece)
             sys.stdout.flush()
-            printed = text
-    sys.stdout.write(tokenizer.decode(ids)[len(printed):] + "\n")
+            reply += piece
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": reply})
+        seed += 1
     return 0
 
 
 def _export_hf(args: argparse.Namespace) -> int:
     from model.hf import export_hf
 
-    out = export_hf(args.checkpoint, args.out, tokenizer=args.tokenizer)
-    print(f"wrote {out}")
+    print(f"wrote {export_hf(args.checkpoint, args.out, tokenizer=args.tokenizer)}")
     return 0
 
 
 def _import_hf(args: argparse.Namespace) -> int:
     from model.hf import import_hf
 
-    out = import_hf(args.hf_dir, args.out)
-    print(f"wrote {out}")
+    print(f"wrote {import_hf(args.hf_dir, args.out)}")
     return 0
 
 
-def _guarded(handler):
-    def run(args: argparse.Namespace) -> int:
-        # ConfigError and CheckpointError are ValueErrors; so are HFConversionError and TokenShardError.
-        try:
-            return handler(args)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+def _sft(args: argparse.Namespace) -> int:
+    from model.posttrain import run
+    from model.sft import SFTConfig, SFTTrainer
 
-    return run
+    run(SFTTrainer, SFTConfig, args.config)
+    return 0
+
+
+def _dpo(args: argparse.Namespace) -> int:
+    from model.dpo import DPOConfig, DPOTrainer
+    from model.posttrain import run
+
+    run(DPOTrainer, DPOConfig, args.config)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from model.plan import format_plan, measured_mfu, plan, training_preset
+
+    mfu = measured_mfu(Path(args.mfu_from)) if args.mfu_from else args.mfu
+    p = plan(args.gpu_hours, args.gpu, mfu, args.gpus, args.seq_len, args.vocab_size, args.usd_per_gpu_hour)
+    print(json.dumps(p, indent=2) if args.json else format_plan(p))
+    if args.write_config:
+        import yaml
+
+        preset = training_preset(p, args.data_dir, args.out_dir)
+        header = (f"# Written by `lmforge plan --gpu-hours {args.gpu_hours:g} --gpu {args.gpu} "
+                  f"--gpus {args.gpus}`: {p['params'] / 1e6:.1f}M parameters, "
+                  f"{p['tokens'] / 1e9:.3f}B tokens, about {p['wall_hours']:.2f} h.\n"
+                  f"# batch_size is per GPU; launch with torchrun --nproc_per_node {args.gpus}.\n")
+        Path(args.write_config).write_text(header + yaml.safe_dump(preset, sort_keys=False))
+        print(f"wrote {args.write_config}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _inspect_shards(args: argparse.Namespace) -> int:
+    from model.inspect_shards import inspect_shards
+
+    print(inspect_shards(args.dir, args.tokenizer))
+    return 0
+
+
+def _sampling_options(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float,
+                      top_p: float | None) -> None:
+    p.add_argument("checkpoint", help="checkpoint directory, or a run/checkpoints directory (newest is used)")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=temperature, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=top_p)
+    p.add_argument("--seed", type=int, default=0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the model subcommands to ``subparsers``."""
+    """Add the model's subcommands to ``subparsers``."""
+    from model.plan import DEFAULT_MFU, GPUS
+
     p = subparsers.add_parser("train", help="pretrain a model from a training config")
     p.add_argument("config", help="training config YAML (configs/tiny.yaml, configs/shakespeare.yaml, ...)")
-    p.set_defaults(func=_guarded(_train))
+    p.set_defaults(func=_train)
 
     p = subparsers.add_parser("generate", help="sample text from a checkpoint, streamed")
-    p.add_argument("checkpoint", help="checkpoint directory, or a run/checkpoints directory (newest is used)")
+    _sampling_options(p, max_new_tokens=200, temperature=0.8, top_p=None)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_guarded(_generate))
+    p.set_defaults(func=_generate)
 
     p = subparsers.add_parser("export-hf", help="write a checkpoint as a Hugging Face Llama directory")
     p.add_argument("checkpoint")
     p.add_argument("out", type=Path)
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the checkpoint's)")
-    p.set_defaults(func=_guarded(_export_hf))
+    p.set_defaults(func=_export_hf)
 
     p = subparsers.add_parser("import-hf", help="convert a Hugging Face Llama directory into a checkpoint")
     p.add_argument("hf_dir", type=Path)
     p.add_argument("out", type=Path)
-    p.set_defaults(func=_guarded(_import_hf))
+    p.set_defaults(func=_import_hf)
 
+    p = subparsers.add_parser("sft", help="supervised fine-tuning of a checkpoint on instruction data")
+    p.add_argument("config", help="SFT config YAML (see configs/sft.yaml)")
+    p.set_defaults(func=_sft)
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the model subcommands alone: ``python -m model.cli generate ...``."""
-    parser = argparse.ArgumentParser(prog="python -m model.cli")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    p = subparsers.add_parser("dpo", help="DPO preference alignment of a checkpoint")
+    p.add_argument("config", help="DPO config YAML (see configs/dpo.yaml)")
+    p.set_defaults(func=_dpo)
 
+    p = subparsers.add_parser("chat", help="talk to a fine-tuned checkpoint, replies streamed")
+    _sampling_options(p, max_new_tokens=256, temperature=0.7, top_p=0.9)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.set_defaults(func=_chat)
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    p = subparsers.add_parser("plan", help="size a Chinchilla-optimal training run for a GPU budget")
+    p.add_argument("--gpu-hours", type=float, required=True, help="total GPU-hours (all GPUs)")
+    p.add_argument("--gpu", choices=sorted(GPUS), default="h100")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs trained on together")
+    mfu = p.add_mutually_exclusive_group()
+    mfu.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"model FLOPs utilisation (default {DEFAULT_MFU})")
+    mfu.add_argument("--mfu-from", metavar="LOG", help="a trainer log.jsonl (or its folder): use its median MFU")
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--vocab-size", type=int, default=32_768)
+    p.add_argument("--usd-per-gpu-hour", type=float, default=None)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--write-config", metavar="PATH", help="also write a training preset YAML")
+    p.add_argument("--data-dir", default="runs/web/tokenize/shards", help="token shards, for --write-config")
+    p.add_argument("--out-dir", default="runs/planned", help="training output, for --write-config")
+    p.set_defaults(func=_plan)
+
+    p = subparsers.add_parser("inspect-shards", help="token-shard headers, counts, token histogram, a decoded sample")
+    p.add_argument("dir", help="a tokenize stage directory, its shards/ folder, or one .bin file")
+    p.add_argument("--tokenizer", help="tokenizer.json to decode with (default: found by hash)")
+    p.set_defaults(func=_inspect_shards)

@@ -1,4 +1,4 @@
-"""The training config: strict dataclasses loaded from YAML.
+"""The pretraining config: strict dataclasses loaded from YAML.
 
 Three sections, ``model`` (``ModelConfig`` from ``model/llama.py``), ``data`` and ``train``;
 every key has a default, so a preset names only what it changes. An unknown key, a value of
@@ -19,8 +19,9 @@ from typing import Any
 from model.llama import ModelConfig
 
 
-class ConfigError(ValueError):
-    """A config that does not fit the schema; the message names the file and the key."""
+class TrainConfigError(ValueError):
+    """A training config (pretraining, SFT, DPO) that does not fit its schema, or does not fit
+    the data or checkpoint it names; the message names the file and the key."""
 
 
 @dataclass
@@ -84,7 +85,9 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
+class PretrainConfig:
+    """A whole pretraining run: model shape, data, and optimisation."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(dir="data"))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,13 +105,13 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return _check_type(value, inner, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise TrainConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     # bool is an int subclass; a YAML `true` where a number belongs is a mistake.
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+        raise TrainConfigError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -119,13 +122,13 @@ def _join(where: str, key: str) -> str:
 def from_dict(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping, strictly; ``where`` prefixes every error."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(names)})")
+            raise TrainConfigError(f"{where}: unknown key {key!r} (known: {', '.join(names)})")
         if dataclasses.is_dataclass(hints[key]):
             kwargs[key] = from_dict(hints[key], value, _join(where, key))
         else:
@@ -133,15 +136,22 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:
-        if isinstance(e, ConfigError):
+        if isinstance(e, TrainConfigError):
             raise
-        raise ConfigError(f"{where}: {e}") from None
+        raise TrainConfigError(f"{where}: {e}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Parse a YAML training config; errors name ``path`` and the offending key."""
+def read_config(cls: type, path: str | Path) -> Any:
+    """Parse the YAML file ``path`` into dataclass ``cls``, strictly; errors name ``path`` and the key."""
     import yaml  # only the config file needs it; the model runs without
 
-    text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
-    return from_dict(RunConfig, data, f"{path}:")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise TrainConfigError(f"{path}: not valid YAML ({e})") from None
+    return from_dict(cls, data, f"{path}:")
+
+
+def load_pretrain_config(path: str | Path) -> PretrainConfig:
+    """Parse a YAML pretraining config; errors name ``path`` and the offending key."""
+    return read_config(PretrainConfig, path)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.token_shards import TokenShard, file_sha256
+from model.token_shards import TokenShard, TokenShardError, file_sha256
 
 SAMPLING = ("random", "sequential")
 
@@ -49,11 +49,11 @@ def describe_shards(directory: str | Path) -> dict:
     first = shards[0]
     for shard in shards[1:]:
         if (shard.vocab_size, shard.tokenizer_sha256) != (first.vocab_size, first.tokenizer_sha256):
-            raise ValueError(f"{shard.path}: vocab_size {shard.vocab_size} / tokenizer {shard.tokenizer_sha256} "
+            raise TokenShardError(f"{shard.path}: vocab_size {shard.vocab_size} / tokenizer {shard.tokenizer_sha256} "
                              f"differ from {first.path} ({first.vocab_size} / {first.tokenizer_sha256})")
     tokenizer = Path(directory) / "tokenizer.json"
     if tokenizer.exists() and first.tokenizer_sha256 and file_sha256(tokenizer) != first.tokenizer_sha256:
-        raise ValueError(f"{tokenizer} has sha256 {file_sha256(tokenizer)} but the shards were written "
+        raise TokenShardError(f"{tokenizer} has sha256 {file_sha256(tokenizer)} but the shards were written "
                          f"with tokenizer {first.tokenizer_sha256}")
     return {"vocab_size": first.vocab_size, "tokenizer_sha256": first.tokenizer_sha256,
             "tokenizer": tokenizer if tokenizer.exists() else None}
@@ -87,7 +87,7 @@ class ShardDataset:
         self._cumulative = np.cumsum(per_shard)
         self.num_windows = int(self._cumulative[-1])
         if self.num_windows == 0:
-            raise ValueError(f"{split} shards in {directory} hold {lengths.sum()} tokens, "
+            raise TokenShardError(f"{split} shards in {directory} hold {lengths.sum()} tokens, "
                              f"too few for one window of {seq_len + 1}")
         self.batch_index = 0
 
@@ -133,5 +133,5 @@ class ShardDataset:
         mine = self.state_dict()
         for key in ("sampling", "seed", "global_batch"):
             if state[key] != mine[key]:
-                raise ValueError(f"data state was saved with {key}={state[key]!r}, this run has {mine[key]!r}")
+                raise TokenShardError(f"data state was saved with {key}={state[key]!r}, this run has {mine[key]!r}")
         self.batch_index = int(state["batch_index"])

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from model.chat import Rendered
-from model.checkpoint import load_model, resolve_checkpoint
+from model.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from model.posttrain import IGNORE, PostTrainConfig, PostTrainer, pad, preference_triple, sequence_logprobs, shift
 
 
@@ -65,7 +65,7 @@ class DPOTrainer(PostTrainer):
         reference_path = resolve_checkpoint(config.dpo.reference or config.init_from)
         self.reference = load_model(reference_path, self.device).eval().requires_grad_(False)
         if self.reference.config != self.model_config:
-            raise ValueError(f"reference {reference_path} has a different model shape than {self.init_checkpoint}")
+            raise CheckpointError(f"reference {reference_path} has a different model shape than {self.init_checkpoint}")
 
     def examples(self, records: list[tuple[str, dict]]) -> list[tuple[Rendered, Rendered]]:
         pairs, dropped = [], 0

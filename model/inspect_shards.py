@@ -17,8 +17,6 @@ a sibling stage of the run directory; without one, ids are shown.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -144,22 +142,3 @@ def _tokenizer(explicit: str | Path | None, base: Path, hashes: set, file_sha256
         if candidate.is_file() and file_sha256(candidate) in wanted:
             return Tokenizer.from_file(str(candidate))
     return None
-
-
-def handler(args: argparse.Namespace) -> int:
-    from model.token_shards import TokenShardError
-
-    try:
-        print(inspect_shards(args.dir, args.tokenizer))
-    except (TokenShardError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "inspect-shards", help="token-shard headers, counts, token histogram, a decoded sample")
-    parser.add_argument("dir", help="a tokenize stage directory, its shards/ folder, or one .bin file")
-    parser.add_argument("--tokenizer", help="tokenizer.json to decode with (default: found by hash)")
-    parser.set_defaults(func=handler)

@@ -6,7 +6,7 @@
 The rules, in order:
 
 1. **Compute.** `C_budget = gpu_hours x 3600 x peak x MFU`, with the GPU's dense bf16 peak
-   (`GPUS` below) and the MFU given, measured (`--mfu-from`: the median `mfu` of a trainer
+   (`GPUS` in model/hardware.py) and the MFU given, measured (`--mfu-from`: the median `mfu` of a trainer
    `log.jsonl`, first steps skipped), or 0.40 (nanoGPT's GPT-2 124M on an H100).
 2. **Shape.** Llama-style decoder, nanochat's depth/width rule: width about 64 x depth; here
    the aspect ratio width/depth may lie in [48, 96] with width a multiple of the head size
@@ -36,41 +36,25 @@ The rules, in order:
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import functools
 import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from model.hardware import GPUS
+
+class PlanError(ValueError):
+    """A budget or log the planner cannot use; the message says which value."""
+
 
 TOKENS_PER_PARAM = 20  # Chinchilla
 ASPECT_RANGE = (48, 96)  # width / depth; nanochat fixes 64
 DEFAULT_MFU = 0.40
 MAX_DEPTH = 128
-
-
-@dataclass(frozen=True)
-class Gpu:
-    peak_bf16_flops: float  # dense (no sparsity) tensor-core peak
-    memory_gib: float
-    usd_per_hour: float  # rough 2025 on-demand cloud price; pass --usd-per-gpu-hour for yours
-
-
-GPUS = {
-    "h100": Gpu(989e12, 80, 2.50),  # SXM; model/trainer.py's MFU uses the same peak
-    "h100-pcie": Gpu(756e12, 80, 2.00),
-    "h200": Gpu(989e12, 141, 3.50),
-    "b200": Gpu(2250e12, 180, 5.50),
-    "a100": Gpu(312e12, 80, 1.50),
-    "a100-40gb": Gpu(312e12, 40, 1.20),
-    "l40s": Gpu(362e12, 48, 1.00),
-    "a10": Gpu(125e12, 24, 0.75),
-    "l4": Gpu(121e12, 24, 0.70),
-    "rtx4090": Gpu(165e12, 24, 0.40),
-    "mi300x": Gpu(1307e12, 192, 3.00),
-}
 
 
 @dataclass(frozen=True)
@@ -88,17 +72,39 @@ class Shape:
         return self.dim // self.n_heads
 
     def params(self) -> int:
-        """Every weight once (a tied embedding/head matrix counts once), norms included."""
-        kv = self.n_kv_heads * self.head_dim
-        attention = 2 * self.dim * self.dim + 2 * self.dim * kv
-        block = attention + 3 * self.dim * self.hidden_dim + 2 * self.dim
-        embeddings = self.vocab_size * self.dim * (1 if self.tie_embeddings else 2)
-        return self.n_layers * block + embeddings + self.dim
+        """Every weight once, as ``Transformer.num_params()`` counts it."""
+        return self._counts()[0]
+
+    def non_embedding_params(self) -> int:
+        return self._counts()[1]
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token, as `Transformer.flops_per_token` counts them."""
-        lookup = 0 if self.tie_embeddings else self.vocab_size * self.dim
-        return 6 * (self.params() - lookup) + 12 * self.n_layers * self.dim * seq_len
+        """Training FLOPs per token, as ``Transformer.flops_per_token`` counts them."""
+        _, _, at_zero, at_one = self._counts()
+        return at_zero + seq_len * (at_one - at_zero)
+
+    def _counts(self) -> tuple[float, ...]:
+        # Layers are identical and attention FLOPs grow with the context, so every count is
+        # linear in depth and FLOPs are linear in seq_len: the model's own counts for one
+        # and two layers, at seq_len 0 and 1, give any depth and context without building it.
+        one, two = (_model_counts(dataclasses.replace(self, n_layers=n)) for n in (1, 2))
+        return tuple(a + (self.n_layers - 1) * (b - a) for a, b in zip(one, two))
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_counts(shape: Shape) -> tuple[int, int, float, float]:
+    """num_params, non-embedding params, flops_per_token(0) and (1) of a meta-device model."""
+    import torch
+
+    from model.llama import ModelConfig, Transformer
+
+    config = ModelConfig(vocab_size=shape.vocab_size, dim=shape.dim, n_layers=shape.n_layers,
+                         n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads, hidden_dim=shape.hidden_dim,
+                         tie_embeddings=shape.tie_embeddings)
+    with torch.device("meta"):
+        model = Transformer(config)
+    return (model.num_params(), model.num_params(exclude_embeddings=True), model.flops_per_token(0),
+            model.flops_per_token(1))
 
 
 def shape_for(n_layers: int, dim: int, vocab_size: int) -> Shape:
@@ -134,7 +140,7 @@ def measured_mfu(log_path: Path, skip: int = 10) -> float:
             if record.get("mfu") is not None and record.get("step", 0) > skip:
                 values.append(record["mfu"])
     if not values:
-        raise ValueError(f"{log_path}: no step after {skip} logs an mfu (CPU runs do not; "
+        raise PlanError(f"{log_path}: no step after {skip} logs an mfu (CPU runs do not; "
                          "set train.peak_flops or pass --mfu)")
     return statistics.median(values)
 
@@ -144,9 +150,9 @@ def plan(gpu_hours: float, gpu: str = "h100", mfu: float = DEFAULT_MFU, gpus: in
          usd_per_gpu_hour: float | None = None) -> dict[str, Any]:
     """The training run a budget buys; see the module docstring for every rule."""
     if gpu not in GPUS:
-        raise ValueError(f"unknown gpu {gpu!r} (known: {', '.join(GPUS)})")
+        raise PlanError(f"unknown gpu {gpu!r} (known: {', '.join(GPUS)})")
     if gpu_hours <= 0 or gpus < 1 or not 0 < mfu <= 1:
-        raise ValueError(f"need gpu_hours > 0, gpus >= 1 and 0 < mfu <= 1 "
+        raise PlanError(f"need gpu_hours > 0, gpus >= 1 and 0 < mfu <= 1 "
                          f"(got {gpu_hours}, {gpus}, {mfu})")
     spec = GPUS[gpu]
     budget = gpu_hours * 3600 * spec.peak_bf16_flops * mfu
@@ -158,7 +164,7 @@ def plan(gpu_hours: float, gpu: str = "h100", mfu: float = DEFAULT_MFU, gpus: in
     if not fitting:
         smallest = candidate_shapes(vocab_size)[0]
         need = cost(smallest) / (3600 * spec.peak_bf16_flops * mfu)
-        raise ValueError(f"{gpu_hours} {gpu} GPU-hours at MFU {mfu} cannot train even the "
+        raise PlanError(f"{gpu_hours} {gpu} GPU-hours at MFU {mfu} cannot train even the "
                          f"smallest model ({smallest.params():,} parameters): it needs "
                          f"{need:.3g} GPU-hours")
     shape = max(fitting, key=lambda s: s.params())  # sorted: the nanochat-nearest of ties
@@ -186,7 +192,7 @@ def plan(gpu_hours: float, gpu: str = "h100", mfu: float = DEFAULT_MFU, gpus: in
         "mfu": mfu,
         "budget_flops": budget,
         "params": n,
-        "non_embedding_params": n - shape.vocab_size * shape.dim,
+        "non_embedding_params": shape.non_embedding_params(),
         "tokens": tokens,
         "tokens_per_param": round(tokens / n, 3),
         "compute_6nd": 6 * n * tokens,
@@ -279,55 +285,3 @@ def format_plan(p: dict[str, Any]) -> str:
         f"${p['usd_per_gpu_hour']:.2f}/GPU-hour",
     ]
     return "\n".join(lines)
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    try:
-        mfu = measured_mfu(Path(args.mfu_from)) if args.mfu_from else args.mfu
-        p = plan(args.gpu_hours, args.gpu, mfu, args.gpus, args.seq_len, args.vocab_size,
-                 args.usd_per_gpu_hour)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(p, indent=2) if args.json else format_plan(p))
-    if args.write_config:
-        import yaml
-
-        preset = training_preset(p, args.data_dir, args.out_dir)
-        header = (f"# Written by `lmforge plan --gpu-hours {args.gpu_hours:g} --gpu {args.gpu} "
-                  f"--gpus {args.gpus}`: {p['params'] / 1e6:.1f}M parameters, "
-                  f"{p['tokens'] / 1e9:.3f}B tokens, about {p['wall_hours']:.2f} h.\n"
-                  f"# batch_size is per GPU; launch with torchrun --nproc_per_node {args.gpus}.\n")
-        Path(args.write_config).write_text(header + yaml.safe_dump(preset, sort_keys=False))
-        print(f"wrote {args.write_config}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `plan` to the lmforge subcommands."""
-    p = subparsers.add_parser("plan", help="size a Chinchilla-optimal training run for a GPU budget")
-    p.add_argument("--gpu-hours", type=float, required=True, help="total GPU-hours (all GPUs)")
-    p.add_argument("--gpu", choices=sorted(GPUS), default="h100")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs trained on together")
-    mfu = p.add_mutually_exclusive_group()
-    mfu.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"model FLOPs utilisation (default {DEFAULT_MFU})")
-    mfu.add_argument("--mfu-from", metavar="LOG", help="a trainer log.jsonl (or its folder): use its median MFU")
-    p.add_argument("--seq-len", type=int, default=2048)
-    p.add_argument("--vocab-size", type=int, default=32_768)
-    p.add_argument("--usd-per-gpu-hour", type=float, default=None)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("--write-config", metavar="PATH", help="also write a training preset YAML")
-    p.add_argument("--data-dir", default="runs/web/tokenize/shards", help="token shards, for --write-config")
-    p.add_argument("--out-dir", default="runs/planned", help="training output, for --write-config")
-    p.set_defaults(func=cmd_plan)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.plan")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["plan", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -45,9 +45,9 @@ import numpy as np
 import torch
 
 from model import parallel
-from model.chat import ChatTemplate, Message, check_messages
+from model.chat import ChatDataError, ChatTemplate, Message, check_messages
 from model.checkpoint import CheckpointError, latest_checkpoint, load_model, read_checkpoint, resolve_checkpoint
-from model.config import ConfigError, TrainConfig
+from model.config import TrainConfig, TrainConfigError, read_config
 from model.trainer import Trainer, TrainingHalted
 
 IGNORE = -100
@@ -82,7 +82,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise ChatDataError(f"{path}: not valid JSON ({e})") from None
     else:
         records = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -90,20 +90,20 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+                    raise ChatDataError(f"{path}:{number}: not valid JSON ({e})") from None
     for i, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {i} is a {type(record).__name__}, expected an object")
+            raise ChatDataError(f"{path}: record {i} is a {type(record).__name__}, expected an object")
     return records
 
 
 def _text(record: dict[str, Any], key: str, where: str, required: bool = True) -> str:
     if key not in record:
         if required:
-            raise ValueError(f"{where}: missing key {key!r} (keys: {', '.join(sorted(record))})")
+            raise ChatDataError(f"{where}: missing key {key!r} (keys: {', '.join(sorted(record))})")
         return ""
     if not isinstance(record[key], str):
-        raise ValueError(f"{where}: key {key!r} must be a string, got {type(record[key]).__name__}")
+        raise ChatDataError(f"{where}: key {key!r} must be a string, got {type(record[key]).__name__}")
     return record[key]
 
 
@@ -131,7 +131,7 @@ def sft_messages(record: dict[str, Any], where: str, system_prompt: str | None =
     if "messages" in record:
         messages = check_messages(record["messages"], f"{where} key 'messages'")
         if not any(m["role"] == "assistant" for m in messages):
-            raise ValueError(f"{where}: 'messages' has no assistant turn, nothing to learn from")
+            raise ChatDataError(f"{where}: 'messages' has no assistant turn, nothing to learn from")
         return _with_system(messages, system_prompt)
     reply = _text(record, "output", where)
     return [*prompt_messages(record, where, system_prompt), {"role": "assistant", "content": reply}]
@@ -187,7 +187,7 @@ class ExampleBatches:
     def __init__(self, examples: list[Any], collate: Callable[[list[Any]], tuple[torch.Tensor, ...]],
                  batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
         if not examples:
-            raise ValueError("no examples to batch")
+            raise ChatDataError("no examples to batch")
         self.examples, self.collate = examples, collate
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.shuffle = seed, shuffle
@@ -229,7 +229,7 @@ class ExampleBatches:
         mine = self.state_dict()
         for key in ("seed", "examples", "global_batch"):
             if state[key] != mine[key]:
-                raise ValueError(f"data state was saved with {key}={state[key]!r}, this run has {mine[key]!r}")
+                raise CheckpointError(f"data state was saved with {key}={state[key]!r}, this run has {mine[key]!r}")
         self.batch_index = int(state["batch_index"])
 
 
@@ -239,16 +239,6 @@ def sequence_logprobs(model: torch.nn.Module, inputs: torch.Tensor, targets: tor
     keep = targets != IGNORE
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (logp * keep).sum(dim=-1)
-
-
-def load_post_config(cls: type, path: str | Path) -> Any:
-    """Parse a post-training YAML into dataclass ``cls``; errors name ``path`` and the key."""
-    import yaml
-
-    from model.config import from_dict
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return from_dict(cls, data, f"{path}:")
 
 
 @dataclass
@@ -294,7 +284,7 @@ class PostTrainer(Trainer):
         model = load_model(self.init_checkpoint, self.device)
         self.model_config = model.config
         if config.data.seq_len > model.config.max_seq_len:
-            raise ConfigError(f"data.seq_len {config.data.seq_len} exceeds the model's max_seq_len "
+            raise TrainConfigError(f"data.seq_len {config.data.seq_len} exceeds the model's max_seq_len "
                               f"{model.config.max_seq_len} ({self.init_checkpoint})")
         self.flops_per_token = model.flops_per_token(config.data.seq_len)
         self.num_params = model.num_params()
@@ -421,14 +411,10 @@ class PostTrainer(Trainer):
             print("       " + " ".join(f"{k} {v:.4f}" for k, v in extra.items()), file=sys.stdout, flush=True)
 
 
-def run(trainer_class: type[PostTrainer], config_class: type, config_path: str) -> int:
+def run(trainer_class: type[PostTrainer], config_class: type, config_path: str) -> None:
     """Parse, build, train, close: the body of ``lmforge sft`` and ``lmforge dpo``."""
-    trainer = trainer_class(load_post_config(config_class, config_path))
+    trainer = trainer_class(read_config(config_class, config_path))
     try:
         trainer.train()
-    except TrainingHalted as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     finally:
         trainer.close()
-    return 0

@@ -34,13 +34,10 @@ import torch
 from model import parallel
 from model.char_text import prepare_char_shards
 from model.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
-from model.config import RunConfig
+from model.config import PretrainConfig, TrainConfigError
 from model.data import ShardDataset, describe_shards
+from model.hardware import default_device, peak_flops_for
 from model.llama import Transformer
-
-# Dense bf16 tensor-core peaks, for MFU; other devices need train.peak_flops in the config.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-
 
 class TrainingHalted(RuntimeError):
     """Too many consecutive non-finite steps."""
@@ -56,26 +53,14 @@ def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps:
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def peak_flops_for(device: torch.device, configured: float | None) -> float | None:
-    if configured is not None:
-        return configured
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in PEAK_FLOPS.items():
-            if key in name:
-                return flops
-    return None
-
-
 class Trainer:
-    """Build everything a run needs from a ``RunConfig``; resume if a checkpoint exists."""
+    """Build everything a run needs from a ``PretrainConfig``; resume if a checkpoint exists."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: PretrainConfig) -> None:
         self.config = config
         tc = config.train
-        device_type = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
-        self.world = parallel.init_distributed(device_type)
-        self.device = torch.device(device_type, self.world.local_rank) if device_type == "cuda" else torch.device(device_type)
+        self.world = parallel.init_distributed(default_device(tc.device).type)
+        self.device = default_device(tc.device, self.world.local_rank)
         self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
         self.out_dir = Path(tc.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
@@ -87,10 +72,10 @@ class Trainer:
         if model_config.vocab_size is None:
             model_config = dataclasses.replace(model_config, vocab_size=shards["vocab_size"])
         elif model_config.vocab_size < shards["vocab_size"]:
-            raise ValueError(f"model.vocab_size {model_config.vocab_size} is smaller than the shards' "
+            raise TrainConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the shards' "
                              f"vocab_size {shards['vocab_size']} in {data_dir}")
         if config.data.seq_len > model_config.max_seq_len:
-            raise ValueError(f"data.seq_len {config.data.seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
+            raise TrainConfigError(f"data.seq_len {config.data.seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
         self.model_config = model_config
 
         # Same seed on every rank: FSDP2 shards each rank's own (identical) initialisation.

@@ -51,11 +51,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from model.special_tokens import BOS, CHAT_TOKENS, EOS, PAD
 from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 SPLIT_PATTERNS = {
     # cl100k_base (GPT-4), possessive quantifiers as tiktoken writes them.
     "gpt4": (

@@ -48,8 +48,8 @@ class PretrainParams(Params):
 
 
 def training_config(params: PretrainParams, data_dir: str, out_dir: str):
-    """model/'s RunConfig for these params; raises ValueError naming the bad key."""
-    from model.config import ConfigError, RunConfig, from_dict
+    """model/'s PretrainConfig for these params; raises ValueError naming the bad key."""
+    from model.config import PretrainConfig, TrainConfigError, from_dict
 
     base = load_preset(params.preset)
     raw = {
@@ -59,14 +59,15 @@ def training_config(params: PretrainParams, data_dir: str, out_dir: str):
         "train": {**base.get("train", {}), **params.train, "out_dir": out_dir},
     }
     try:
-        return from_dict(RunConfig, raw, "pretrain config:")
-    except ConfigError as exc:
+        return from_dict(PretrainConfig, raw, "pretrain config:")
+    except TrainConfigError as exc:
         raise ValueError(str(exc)) from None
 
 
 class Pretrain(Stage):
     kind = "pretrain"
     version = 1
+    report_files = {"training_log": ("train_log.jsonl", "train/log.jsonl"), "sample": ("sample.txt",)}
     Params = PretrainParams
     scratch_dirs = ("train",)
 
@@ -108,27 +109,18 @@ class Pretrain(Stage):
         info.update(parameters=trainer.num_params, sample=self.params.sample_prompt + sample)
         return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
 
-
     def _sample(self, model_dir: Path) -> str:
-        import torch
         from tokenizers import Tokenizer
 
         from model.checkpoint import load_model
-        from model.generate import generate
+        from model.generate import continuation, encode_prompt
+        from model.special_tokens import EOS
 
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        model = load_model(model_dir)
-        ids = tokenizer.encode(self.params.sample_prompt, add_special_tokens=False).ids
-        eos = tokenizer.token_to_id("<|eos|>")
-        generator = torch.Generator().manual_seed(0)
-        out = []
-        for token in generate(model, torch.tensor([ids]), self.params.sample_tokens,
-                              self.params.sample_temperature, self.params.sample_top_k,
-                              eos_id=eos, generator=generator):
-            if token.item() == eos:
-                break
-            out.append(token.item())
-        return tokenizer.decode(out)
+        ids = continuation(load_model(model_dir), encode_prompt(tokenizer, self.params.sample_prompt),
+                           self.params.sample_tokens, self.params.sample_temperature, self.params.sample_top_k,
+                           stop_ids=[tokenizer.token_to_id(EOS)], seed=0)
+        return tokenizer.decode(list(ids))
 
 
 def _summary(log_path: Path) -> dict[str, Any]:

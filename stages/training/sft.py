@@ -45,7 +45,7 @@ class SFTParams(Params):
 
 def sft_config(params: SFTParams, init_from: str, out_dir: str):
     """model/'s SFTConfig for these params; raises ValueError naming the bad key."""
-    from model.config import ConfigError, from_dict
+    from model.config import TrainConfigError, from_dict
     from model.sft import SFTConfig
 
     base = load_preset(params.preset)
@@ -54,7 +54,7 @@ def sft_config(params: SFTParams, init_from: str, out_dir: str):
            "train": {**base.get("train", {}), **params.train, "out_dir": out_dir}}
     try:
         return from_dict(SFTConfig, raw, "sft config:")
-    except ConfigError as exc:
+    except TrainConfigError as exc:
         raise ValueError(str(exc)) from None
 
 

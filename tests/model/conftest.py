@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.config import DataConfig, RunConfig, TrainConfig
+from model.config import DataConfig, PretrainConfig, TrainConfig
 from model.llama import ModelConfig
 from model.token_shards import write_token_shard
 
@@ -43,10 +43,10 @@ def write_shards(directory: Path, vocab_size: int = 97, train_docs: int = 4, doc
     return directory
 
 
-def tiny_run_config(out_dir: Path, data_dir: Path, **train) -> RunConfig:
+def tiny_run_config(out_dir: Path, data_dir: Path, **train) -> PretrainConfig:
     train_fields = dict(out_dir=str(out_dir), batch_size=4, max_steps=8, lr=1e-2, min_lr=1e-3, warmup_steps=2,
                         eval_every=4, eval_batches=2, log_every=100, checkpoint_every=4, keep_checkpoints=2,
                         seed=0, device="cpu")
-    return RunConfig(model=tiny_model_config(vocab_size=None),
+    return PretrainConfig(model=tiny_model_config(vocab_size=None),
                      data=DataConfig(dir=str(data_dir), seq_len=32),
                      train=TrainConfig(**{**train_fields, **train}))

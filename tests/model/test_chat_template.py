@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.chat import HF_CHAT_TEMPLATE, ChatTemplate, stream_text
+from model.chat import HF_CHAT_TEMPLATE, ChatTemplate
+from model.generate import stream_text
 from tests.model.posttrain_fixtures import chat_tokenizer  # noqa: F401 (fixture)
 
 CONVERSATION = [

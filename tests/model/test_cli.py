@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
 import torch
 import yaml
 from tokenizers import Tokenizer
@@ -50,9 +51,14 @@ def test_train_generate_export_import(tmp_path, capsys):
     assert all(torch.equal(back.state_dict()[k], v) for k, v in original.state_dict().items())
 
 
-def test_errors_become_exit_code_2_with_a_message(tmp_path, capsys):
-    assert run_cli(["generate", str(tmp_path / "missing"), "--prompt", "x"]) == 2
-    assert "missing: no model.safetensors" in capsys.readouterr().err
+def test_bad_input_raises_a_bad_input_type_naming_the_file(tmp_path):
+    # The commands catch nothing; the entry point maps cli.BAD_INPUT to exit code 2.
+    with pytest.raises(cli.BAD_INPUT, match="missing: no model.safetensors"):
+        run_cli(["generate", str(tmp_path / "missing"), "--prompt", "x"])
     (tmp_path / "bad.yaml").write_text("model:\n  width: 3\n")
-    assert run_cli(["train", str(tmp_path / "bad.yaml")]) == 2
-    assert "unknown key 'width'" in capsys.readouterr().err
+    with pytest.raises(cli.BAD_INPUT, match="bad.yaml: model: unknown key 'width'"):
+        run_cli(["train", str(tmp_path / "bad.yaml")])
+    with pytest.raises(cli.BAD_INPUT, match="nothing.yaml"):
+        run_cli(["sft", str(tmp_path / "nothing.yaml")])
+    with pytest.raises(cli.BAD_INPUT, match="no such file"):
+        run_cli(["inspect-shards", str(tmp_path / "nowhere")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.config import ConfigError, load_config
+from model.config import TrainConfigError, load_pretrain_config
 from model.llama import Transformer
 
 from .conftest import REPO
@@ -21,15 +21,15 @@ from .conftest import REPO
 def test_bad_configs_name_the_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message) as info:
-        load_config(path)
+    with pytest.raises(TrainConfigError, match=message) as info:
+        load_pretrain_config(path)
     assert str(path) in str(info.value)
 
 
 def test_presets_load_and_have_their_intended_size():
     sizes = {}
     for name in ("tiny", "shakespeare", "124m"):
-        config = load_config(REPO / "configs" / f"{name}.yaml")
+        config = load_pretrain_config(REPO / "configs" / f"{name}.yaml")
         vocab = {"tiny": 60, "shakespeare": 67, "124m": 50304}[name]
         config.model.vocab_size = vocab
         with __import__("torch").device("meta"):
@@ -37,5 +37,5 @@ def test_presets_load_and_have_their_intended_size():
     assert sizes["tiny"] < 200_000
     assert 4_000_000 < sizes["shakespeare"] < 6_000_000
     assert 110_000_000 < sizes["124m"] < 135_000_000
-    gpu = load_config(REPO / "configs" / "124m.yaml")
+    gpu = load_pretrain_config(REPO / "configs" / "124m.yaml")
     assert gpu.model.n_kv_heads < gpu.model.n_heads and gpu.data.seq_len == 1024 and gpu.train.compile

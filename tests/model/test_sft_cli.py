@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 
+import pytest
 import torch
 import yaml
 
 from model.chat import ChatTemplate
 from model.checkpoint import load_model, resolve_checkpoint
+from model.cli import BAD_INPUT, register
 from model.generate import generate
-from model.posttrain_cli import main
 from tests.model.posttrain_fixtures import PAIRS, base_checkpoint, chat_tokenizer  # noqa: F401 (fixtures)
 
 TRAIN = {"batch_size": 4, "max_steps": 4, "lr": 1.0e-3, "min_lr": 1.0e-4, "warmup_steps": 1, "eval_every": 4,
          "eval_batches": 2, "log_every": 2, "checkpoint_every": 0, "seed": 0, "device": "cpu"}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
 
 
 def write_config(path, init_from, out_dir, **extra):
@@ -55,10 +64,10 @@ def test_sft_then_dpo_then_chat(base_checkpoint, tmp_path, monkeypatch, capsys):
     assert printed == template.tokenizer.decode(ids) + "\n"
 
 
-def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
+def test_bad_config_and_checkpoint_raise_bad_input_naming_them(tmp_path):
     path = tmp_path / "dpo.yaml"
     path.write_text("init_from: x\ndpo: {beta: -1.0}\ndata: {train_file: d.json}\n")
-    assert main(["dpo", str(path)]) == 2
-    assert "dpo.yaml: dpo: beta must be > 0" in capsys.readouterr().err
-    assert main(["chat", str(tmp_path / "missing")]) == 2
-    assert "no model.safetensors" in capsys.readouterr().err
+    with pytest.raises(BAD_INPUT, match="dpo.yaml: dpo: beta must be > 0"):
+        main(["dpo", str(path)])
+    with pytest.raises(BAD_INPUT, match="missing: no model.safetensors"):
+        main(["chat", str(tmp_path / "missing")])

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from model.checkpoint import load_model
-from model.config import ConfigError
-from model.posttrain import IGNORE, load_post_config, split_records
+from model.config import TrainConfigError, read_config
+from model.posttrain import IGNORE, split_records
 from model.sft import SFTConfig, SFTTrainer
 from tests.model.posttrain_fixtures import (  # noqa: F401 (fixtures)
     base_checkpoint,
@@ -117,8 +117,8 @@ def test_bad_record_is_named(base_checkpoint, tmp_path):
 def test_config_errors_name_file_and_key(tmp_path):
     path = tmp_path / "sft.yaml"
     path.write_text("init_from: x\ndata: {train_file: d.json, seq_lenn: 64}\n")
-    with pytest.raises(ConfigError, match=r"sft.yaml: data: unknown key 'seq_lenn'"):
-        load_post_config(SFTConfig, path)
+    with pytest.raises(TrainConfigError, match=r"sft.yaml: data: unknown key 'seq_lenn'"):
+        read_config(SFTConfig, path)
     path.write_text("init_from: x\ntrain: {lr: 1.0e-4}\n")
-    with pytest.raises(ConfigError, match=r"sft.yaml:.*data.train_file is required"):
-        load_post_config(SFTConfig, path)
+    with pytest.raises(TrainConfigError, match=r"sft.yaml:.*data.train_file is required"):
+        read_config(SFTConfig, path)
