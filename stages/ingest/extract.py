@@ -14,9 +14,10 @@ Engines, as the reference pipelines call them:
 - `resiliparse`: `extract_plain_text(main_content=True, alt_texts=False,
   preserve_formatting=True)` as in DCLM; an order of magnitude faster.
 
-Limits: a document over `max_html_bytes` is rejected as `too_large` before parsing; one
-whose extraction runs past `timeout_seconds` is rejected as `timeout` and kept in
-rejected/ (datatrove drops these uncounted); empty output is rejected as `empty`.
+Limits: a page over `max_html_bytes` (UTF-8 bytes, default 2 MB) is rejected as
+`oversize:html` before parsing, and rejected/ keeps only its first `rejected_prefix_chars`
+characters; one whose extraction runs past `timeout_seconds` is rejected as `timeout` and
+kept in rejected/ (datatrove drops these uncounted); empty output is rejected as `empty`.
 With `isolate: process` (the default for trafilatura) the engine runs in a child process
 that is killed at the time limit and restarted, so one pathological page costs at most
 `timeout_seconds` of CPU time (wall time capped at 4x that) and never stalls the worker; the child is spawned with `subprocess`
@@ -24,6 +25,11 @@ because dask worker processes are daemonic and may not fork multiprocessing chil
 With `isolate: inline` (the default for resiliparse, whose C++ parser is linear in the
 input) the CPU time is measured and an overrun is rejected after the fact. Limits are in
 CPU seconds so that a loaded machine does not change which documents time out.
+
+Memory: one page at a time, at most `max_html_bytes` of it handed to the engine (the
+engine's parse tree of a 2 MB page is some hundreds of MB at worst, in the child process
+with `isolate: process`); the engine's child is restarted after a timeout. The rest is the
+engine's record batches (see pipeline/artifacts.py).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class ExtractParams(Params):
     engine: Literal["trafilatura", "resiliparse"] = "trafilatura"
     timeout_seconds: float = Field(default=5.0, gt=0.0)
     max_html_bytes: int = Field(default=2_000_000, ge=1)
+    rejected_prefix_chars: int = Field(default=20_000, ge=0)  # of an oversize page
     isolate: Literal["auto", "process", "inline"] = "auto"
     favor_precision: bool = True  # trafilatura
     include_tables: bool = True  # trafilatura
@@ -76,9 +83,12 @@ class Extract(DocStage):
     def apply(self, doc: Document) -> Document | Rejected:
         if doc.metadata.get("format") == "text":
             return doc
-        size = len(doc.text.encode("utf-8", "surrogatepass"))
-        if size > self.params.max_html_bytes:
-            return Rejected(doc, "too_large")
+        if utf8_size_over(doc.text, self.params.max_html_bytes):
+            # rejected/ keeps a prefix: the page is already too big to store again whole
+            metadata = dict(doc.metadata, max_html_bytes=self.params.max_html_bytes)
+            head = doc.text[:self.params.rejected_prefix_chars]
+            return Rejected(Document(id=doc.id, text=head, url=doc.url, source=doc.source,
+                                     metadata=metadata, columns=doc.columns), "oversize:html")
         try:
             text = self._engine().extract(doc.text)
         except _Timeout:
@@ -101,6 +111,15 @@ class Extract(DocStage):
                 isolate = "process" if self.params.engine == "trafilatura" else "inline"
             self._runner = (_Sandbox(options) if isolate == "process" else _Inline(options))
         return self._runner
+
+
+def utf8_size_over(text: str, limit: int) -> bool:
+    """Whether `text` takes more than `limit` bytes in UTF-8, without encoding it if it can."""
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit or text.isascii():
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def page_title_and_date(html: str) -> tuple[str | None, str | None]:

@@ -12,7 +12,7 @@ WARC record id, date, MIME type, HTTP status and the charset with where it came 
 
 Every record is counted once (`in` = records + damaged spans):
 - dropped: `warc_type:<request|warcinfo|metadata|...>`, `revisit`, `http_<status>`,
-  `not_html`, `empty_payload`, `record_too_large`, `arc_header`;
+  `not_html`, `empty_payload`, `oversize:record`, `oversize:decoded_body`, `arc_header`;
 - errors: `undecodable` (no charset decodes the page), `content_encoding`,
   `malformed_http`, `malformed_record` (bad header block), `garbage` (bytes between
   records), `truncated_record`, `corrupt_gzip`, `truncated_gzip`.
@@ -27,6 +27,26 @@ Charset: the HTTP header, then a `<meta>` declaration in the first 4 KiB, then
 detection with charset-normalizer; a page that decodes under none without replacement
 characters (more than 1% of them) is `undecodable`. Labels map as browsers do
 (iso-8859-1 and ascii read as windows-1252).
+
+Size caps, enforced while the bytes stream (nothing is decoded whole and measured after):
+- `max_record_bytes` (default 20 MB): a record block as stored, after the file's own gzip.
+  A longer record is `oversize:record`; only its first `rejected_prefix_bytes` are read,
+  the rest is skipped as it streams by.
+- `max_body_bytes` (default 10 MB): the HTTP payload once Transfer-Encoding chunked and
+  Content-Encoding gzip/deflate/br are undone (WET text: the record). Decoding stops at the
+  cap: the record is `oversize:decoded_body` (a 1 MiB gzip bomb that would inflate to
+  1 GiB costs 10 MB, and the time to inflate 10 MB).
+- `rejected_prefix_bytes` (default 20,000): how much of an oversize or damaged record
+  rejected/ keeps, decoded where it can be.
+Type and status are judged from the headers first, so a big image is `not_html`, and its
+body is never decoded.
+
+Memory: inflating the file never produces more than 1 MiB per call (a gzip member that
+inflates to 1 GiB streams through); skipping garbage or an oversize record holds one
+block. One record in flight costs at most about 2 x `max_record_bytes` (read buffer and
+block) + 2 x `max_body_bytes` (decoded bytes and str; 4x for text outside the BMP): about
+100 MB with the defaults, whatever the file holds. Documents then wait in the engine's
+row batches (pipeline/artifacts.py).
 """
 
 from __future__ import annotations
@@ -48,8 +68,12 @@ from pipeline.stage import DocStage, Params, StageInput, Task
 
 BLOCK = 1 << 20
 MAX_HEADER_BYTES = 64 * 1024
-REJECTED_TEXT_CHARS = 20_000  # how much of a damaged span rejected/ keeps
+MAX_RECORD_BYTES = 20_000_000  # a record block as stored, read into memory whole
+MAX_BODY_BYTES = 10_000_000  # an HTTP payload once chunking and compression are undone
+REJECTED_PREFIX_BYTES = 20_000  # how much of a damaged or oversize record rejected/ keeps
+CHUNK_LINE_BYTES = 4096  # a chunk-size line (with extensions) is never longer
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+SNIFFED_TYPES = ("", "unknown", "application/octet-stream", "text/plain")  # HTML if it looks so
 WARC_SUFFIXES = (".warc", ".arc", ".wet")
 # WHATWG encoding labels that differ from Python's codecs.
 CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
@@ -63,7 +87,9 @@ _ARC_HEADER = re.compile(rb"^(\S+) (\S+) (\d{8,}) (\S*) (\d+)(?: .*)?$")
 class IngestWarcParams(Params):
     paths: list[str] = []  # files, globs or fsspec URLs; upstream crawl WARCs are added
     shard_size: int = Field(default=10_000, ge=1)
-    max_record_bytes: int = Field(default=50_000_000, ge=1)
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1)
+    rejected_prefix_bytes: int = Field(default=REJECTED_PREFIX_BYTES, ge=0)
 
 
 class IngestWarc(DocStage):
@@ -103,9 +129,12 @@ class IngestWarc(DocStage):
     def read(self, task: Task) -> Iterator[Document | Rejected]:
         url, source = task.inputs[0], task.get("source")
         try:
+            p = self.params
             with fsspec.open(url, "rb") as f:
-                for index, item in enumerate(read_records(f, self.params.max_record_bytes)):
-                    yield to_document(item, source, index)
+                records = read_records(f, p.max_record_bytes, p.rejected_prefix_bytes)
+                for index, item in enumerate(records):
+                    yield to_document(item, source, index, p.max_body_bytes,
+                                      p.rejected_prefix_bytes)
         except OSError as exc:
             doc = Document(id=f"{source}#file", text="", source=source)
             yield Rejected(doc, "unreadable_file", error=f"{url}: {exc}")
@@ -134,9 +163,14 @@ def _chunks(f) -> Iterator[bytes | _Break]:
         if not buf:
             buf = f.read(BLOCK)
             if not buf:
+                rest = member.flush() if produced and not member.eof else b""
+                if rest:  # output the last bounded call held back
+                    yield rest
                 break
         try:
-            out = member.decompress(buf)
+            # max_length: one call never inflates more than BLOCK, however dense the input
+            # (a 1 MiB gzip member can hold 1 GiB of zeros).
+            out = member.decompress(buf, BLOCK)
         except zlib.error as exc:
             if not broken:
                 yield _Break("corrupt_gzip", f"bad gzip data: {exc}")
@@ -150,7 +184,7 @@ def _chunks(f) -> Iterator[bytes | _Break]:
         if member.eof:
             buf, member, produced = member.unused_data, zlib.decompressobj(31), False
         else:
-            buf = b""
+            buf = member.unconsumed_tail
     if produced and not member.eof:
         yield _Break("truncated_gzip", "the file ends inside a gzip member")
 
@@ -247,17 +281,25 @@ class _Stream:
         self.buf.clear()
         return brk
 
-    def find_line_start(self, marker: bytes) -> int:
-        """Bytes to skip so the stream starts at `marker` at a line start (-1: none before a break/EOF)."""
-        start = 0
+    def skip_to_line_start(self, marker: bytes) -> tuple[int, bool]:
+        """Skip until the stream starts at `marker` at a line start, or up to a break/EOF.
+
+        Returns (bytes skipped, found). Holds at most one block beyond the marker's length,
+        however long the stretch it skips.
+        """
+        needle, skipped = b"\n" + marker, 0
         while True:
-            at = self.buf.find(b"\n" + marker, start)
+            at = self.buf.find(needle)
             if at >= 0:
-                return at + 1
-            start = max(0, len(self.buf) - len(marker))
-            if not self._fill(len(self.buf) + BLOCK):
-                at = self.buf.find(b"\n" + marker, start)
-                return at + 1 if at >= 0 else -1
+                self.take(at + 1)
+                return skipped + at + 1, True
+            keep = min(len(self.buf), len(needle) - 1)  # a needle may straddle two blocks
+            skipped += len(self.buf) - keep
+            self.take(len(self.buf) - keep)
+            if not self._fill(len(self.buf) + 1):
+                skipped += len(self.buf)
+                self.take(len(self.buf))
+                return skipped, False
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,10 +320,19 @@ class Record:
     too_large: bool = False
 
 
-def read_records(f, max_record_bytes: int) -> Iterator[Record]:
-    """Every record of a WARC/ARC file, and every damaged span, in file order."""
+def read_records(f, max_record_bytes: int,
+                 prefix_bytes: int = REJECTED_PREFIX_BYTES) -> Iterator[Record]:
+    """Every record of a WARC/ARC file, and every damaged span, in file order.
+
+    A record block over `max_record_bytes` is not held: its first `prefix_bytes` are
+    kept (`too_large` set) and the rest is skipped as it streams by.
+    """
     stream = _Stream(_chunks(f))
-    frame = _arc_record if stream.peek(11) == b"filedesc://" else _warc_record
+    is_arc = stream.peek(11) == b"filedesc://"
+
+    def frame(stream: _Stream) -> Record | None:
+        return (_arc_record if is_arc else _warc_record)(stream, max_record_bytes, prefix_bytes)
+
     while True:
         while stream.peek(1) in (b"\r", b"\n"):
             stream.take(1)  # blank lines between records
@@ -289,7 +340,7 @@ def read_records(f, max_record_bytes: int) -> Iterator[Record]:
             return
         start = stream.pos
         try:
-            record = frame(stream, max_record_bytes)
+            record = frame(stream)
         except _Cut as cut:  # the data ran into a gzip break mid-record
             stream.resume()
             yield Record(start, problem=cut.brk.reason, detail=f"offset {start}: {cut.brk.detail}")
@@ -303,12 +354,12 @@ def read_records(f, max_record_bytes: int) -> Iterator[Record]:
         yield record
 
 
-def _warc_record(stream: _Stream, max_bytes: int) -> Record | None:
+def _warc_record(stream: _Stream, max_bytes: int, prefix_bytes: int) -> Record | None:
     offset = stream.pos
     if not stream.peek(5):
         return None
     if stream.peek(7) != b"WARC/1.":
-        return _garbage(stream, offset, b"WARC/1.")
+        return _garbage(stream, offset, b"WARC/1.", prefix_bytes)
     stream.readline()
     headers, bad = _header_block(stream)
     length = headers.get("content-length", "")
@@ -316,27 +367,17 @@ def _warc_record(stream: _Stream, max_bytes: int) -> Record | None:
         detail = bad or f"Content-Length {length!r}"
         return Record(offset, problem="malformed_record", detail=f"offset {offset}: {detail}")
     record = Record(offset, headers.get("warc-type", "").lower(), headers)
-    size = int(length)
-    if size > max_bytes:
-        got = stream.skip(size)
-        record.too_large = True
-    else:
-        record.content = stream.read(size)
-        got = len(record.content)
-    if got < size:
-        return Record(offset, problem="truncated_record", raw=record.content[:REJECTED_TEXT_CHARS],
-                      detail=f"offset {offset}: {got} of {size} content bytes before the end")
-    return record
+    return _read_block(stream, record, int(length), max_bytes, prefix_bytes)
 
 
-def _arc_record(stream: _Stream, max_bytes: int) -> Record | None:
+def _arc_record(stream: _Stream, max_bytes: int, prefix_bytes: int) -> Record | None:
     offset = stream.pos
     line = stream.readline()
     if not line:
         return None
     m = _ARC_HEADER.match(line.rstrip(b"\r\n"))
     if not m:
-        return Record(offset, problem="malformed_record", raw=line[:REJECTED_TEXT_CHARS],
+        return Record(offset, problem="malformed_record", raw=line[:prefix_bytes],
                       detail=f"offset {offset}: not an ARC header line: {line[:200]!r}")
     url, ip, date, mime, length = (g.decode("latin-1") for g in m.groups())
     size = int(length)
@@ -344,14 +385,22 @@ def _arc_record(stream: _Stream, max_bytes: int) -> Record | None:
                "content-type": mime}
     kind = "arc_header" if url.startswith("filedesc:") else "response"
     record = Record(offset, kind, headers)
+    return _read_block(stream, record, size, max_bytes, prefix_bytes)
+
+
+def _read_block(stream: _Stream, record: Record, size: int, max_bytes: int,
+                prefix_bytes: int) -> Record:
+    """The record's block, or (over `max_bytes`) its prefix with the rest skipped."""
     if size > max_bytes:
-        got = stream.skip(size)
+        record.content = stream.read(min(size, prefix_bytes))
+        got = len(record.content) + stream.skip(size - len(record.content))
         record.too_large = True
     else:
         record.content = stream.read(size)
         got = len(record.content)
     if got < size:
-        return Record(offset, problem="truncated_record", raw=record.content[:REJECTED_TEXT_CHARS],
+        offset = record.offset
+        return Record(offset, problem="truncated_record", raw=record.content[:prefix_bytes],
                       detail=f"offset {offset}: {got} of {size} content bytes before the end")
     return record
 
@@ -374,23 +423,27 @@ def _header_block(stream: _Stream) -> tuple[dict[str, str], str | None]:
         headers[name.strip().lower()] = value.strip()
 
 
-def _garbage(stream: _Stream, offset: int, marker: bytes) -> Record:
-    skip = stream.find_line_start(marker)
-    raw = stream.peek(min(skip, REJECTED_TEXT_CHARS) if skip >= 0 else REJECTED_TEXT_CHARS)
-    if skip >= 0:
-        stream.skip(skip)
-    else:
-        while stream.buf:
-            stream.take(len(stream.buf))
+def _garbage(stream: _Stream, offset: int, marker: bytes, prefix_bytes: int) -> Record:
+    raw = stream.peek(prefix_bytes)
+    skipped, found = stream.skip_to_line_start(marker)
+    if found:
+        raw = raw[:skipped]
     return Record(offset, problem="garbage", raw=raw,
-                  detail=f"offset {offset}: {max(skip, len(raw))} bytes that are not a record")
+                  detail=f"offset {offset}: {skipped} bytes that are not a record")
 
 
 # ---------------------------------------------------------------------------------------
 # Record -> document
 
 
-def to_document(record: Record, source: str, index: int) -> Document | Rejected:
+def to_document(record: Record, source: str, index: int, max_body_bytes: int = MAX_BODY_BYTES,
+                prefix_bytes: int = REJECTED_PREFIX_BYTES) -> Document | Rejected:
+    """The document for one record, or why there is none.
+
+    The HTTP payload is decoded (chunking, then gzip/deflate/br) into at most
+    `max_body_bytes`; past that the record is `oversize:decoded_body` and only the first
+    `prefix_bytes` of what was decoded are kept.
+    """
     doc_id = f"{source}#{index}"
     if record.problem:
         doc = Document(id=doc_id, text=record.raw.decode("utf-8", "replace"), source=source,
@@ -408,47 +461,68 @@ def to_document(record: Record, source: str, index: int) -> Document | Rejected:
         return Rejected(doc, "revisit")
     if kind not in ("response", "resource", "conversion"):
         return Rejected(doc, f"warc_type:{kind or 'missing'}")
-    if record.too_large:
-        return Rejected(doc, "record_too_large")
     content_type = h.get("content-type", "")
+    http_headers: dict[str, str] = {}
+    body = memoryview(record.content)
     if kind == "conversion":
+        if record.too_large or len(body) > max_body_bytes:
+            return _oversize(doc, "record" if record.too_large else "decoded_body",
+                             record.content[:prefix_bytes], max_body_bytes)
         return _from_text(doc, record.content, content_type)
     if kind == "response" and (url or "").startswith(("http:", "https:")) and \
             ("application/http" in content_type or record.content.startswith(b"HTTP/")):
         try:
-            status, http_headers, body = _parse_http(record.content)
+            status, http_headers, body = _parse_http(body)
         except ValueError as exc:
+            if record.too_large:  # the prefix may end inside the headers
+                return _oversize(doc, "record", record.content[:prefix_bytes], max_body_bytes)
             return Rejected(doc, "malformed_http", error=str(exc))
         meta["http_status"] = status
         if status != 200:
             return Rejected(doc, f"http_{status}")
         content_type = http_headers.get("content-type", "")
-        try:
-            body = _decode_transfer(body, http_headers)
-        except ValueError as exc:
-            return Rejected(doc, "content_encoding", error=str(exc))
-    else:
-        body = record.content
     mime = content_type.split(";")[0].strip().lower()
     meta["mime"] = mime
-    if mime not in HTML_TYPES and not (mime in ("", "unknown", "application/octet-stream",
-                                                "text/plain") and _looks_like_html(body)):
+    if mime not in HTML_TYPES and mime not in SNIFFED_TYPES:
+        return Rejected(doc, "not_html")  # decided before decoding a byte of the body
+    try:
+        if record.too_large:  # only a prefix was read: show it decoded, then refuse it
+            head = _preview(body, http_headers, prefix_bytes)
+            if mime in SNIFFED_TYPES and not _looks_like_html(head):
+                return Rejected(doc, "not_html")
+            return _oversize(doc, "record", head, max_body_bytes)
+        body = decode_payload(body, http_headers, max_body_bytes)
+    except ValueError as exc:
+        return Rejected(doc, "content_encoding", error=str(exc))
+    except Oversize as big:
+        if mime in SNIFFED_TYPES and not _looks_like_html(big.head):
+            return Rejected(doc, "not_html")
+        return _oversize(doc, "decoded_body", big.head[:prefix_bytes], max_body_bytes)
+    if mime in SNIFFED_TYPES and not _looks_like_html(body):
         return Rejected(doc, "not_html")
     if not body.strip():
         return Rejected(doc, "empty_payload")
     decoded = decode_html(body, _charset_param(content_type))
     if decoded is None:
-        doc.text = body[:REJECTED_TEXT_CHARS].decode("utf-8", "replace")
+        doc.text = body[:prefix_bytes].decode("utf-8", "replace")
         return Rejected(doc, "undecodable", error="no charset decodes the payload")
     doc.text, meta["charset"], meta["charset_source"] = decoded
     meta["format"] = "html"
     return doc
 
 
+def _oversize(doc: Document, what: str, head: bytes, limit: int) -> Rejected:
+    """A record refused for its size; rejected/ keeps only `head`, a short prefix."""
+    doc.text = head.decode("utf-8", "replace")
+    doc.metadata["kept_prefix_bytes"] = len(head)
+    doc.metadata["max_body_bytes"] = limit
+    return Rejected(doc, f"oversize:{what}")
+
+
 def _from_text(doc: Document, content: bytes, content_type: str) -> Document | Rejected:
     decoded = decode_html(content, _charset_param(content_type) or "utf-8", sniff_meta=False)
     if decoded is None:
-        doc.text = content[:REJECTED_TEXT_CHARS].decode("utf-8", "replace")
+        doc.text = content[:REJECTED_PREFIX_BYTES].decode("utf-8", "replace")
         return Rejected(doc, "undecodable", error="the conversion record is not text")
     text, doc.metadata["charset"], doc.metadata["charset_source"] = decoded
     if not text.strip():
@@ -458,58 +532,144 @@ def _from_text(doc: Document, content: bytes, content_type: str) -> Document | R
     return doc
 
 
-def _parse_http(content: bytes) -> tuple[int, dict[str, str], bytes]:
-    end = content.find(b"\r\n\r\n")
+def _parse_http(content: memoryview) -> tuple[int, dict[str, str], memoryview]:
+    """(status, headers, body); the body is a view into `content`, not a copy."""
+    head = bytes(content[:MAX_HEADER_BYTES])
+    end = head.find(b"\r\n\r\n")
     sep = 4
     if end < 0:
-        end, sep = content.find(b"\n\n"), 2
+        end, sep = head.find(b"\n\n"), 2
     if end < 0:
+        if len(content) > MAX_HEADER_BYTES:
+            raise ValueError(f"no end of the HTTP headers in the first {MAX_HEADER_BYTES} bytes")
         end, sep = len(content), 0
-    head = content[:end].decode("latin-1").replace("\r\n", "\n").split("\n")
-    parts = head[0].split(None, 2)
+    lines = head[:end].decode("latin-1").replace("\r\n", "\n").split("\n")
+    parts = lines[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ValueError(f"bad HTTP status line {head[0][:100]!r}")
+        raise ValueError(f"bad HTTP status line {lines[0][:100]!r}")
     headers: dict[str, str] = {}
-    for line in head[1:]:
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
     return int(parts[1]), headers, content[end + sep:]
 
 
-def _decode_transfer(body: bytes, headers: dict[str, str]) -> bytes:
-    """Undo chunking and gzip/deflate that some WARC writers store as sent on the wire."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(body)
+# ---------------------------------------------------------------------------------------
+# HTTP payload decoding, capped while it streams
+
+
+class Oversize(Exception):
+    """A decoded payload grew past its cap; `head` is what was decoded up to the cap."""
+
+    def __init__(self, head: bytearray):
+        super().__init__(f"decoded payload larger than {len(head)} bytes")
+        self.head = head
+
+
+class _Capped:
+    """An output buffer that refuses to grow past `cap` bytes."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.data = bytearray()
+
+    def add(self, piece) -> None:
+        if len(self.data) + len(piece) > self.cap:
+            self.data += piece[:self.cap - len(self.data)]
+            raise Oversize(self.data)
+        self.data += piece
+
+
+def decode_payload(body: memoryview, headers: dict[str, str], cap: int) -> bytes:
+    """Undo Transfer-Encoding chunked, then Content-Encoding gzip/deflate/br, as bytes stream in.
+
+    Some WARC writers store the body as sent on the wire. At most `cap` bytes are ever
+    produced: past it, `Oversize` (a 1 MiB gzip bomb costs one `cap` of memory, not the
+    gigabyte it inflates to). A Content-Encoding we do not know leaves the bytes as stored.
+    Raises ValueError for a body that does not decode.
+    """
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     encoding = headers.get("content-encoding", "").strip().lower()
+
+    def pieces() -> Iterator[memoryview]:
+        return _dechunk(body) if chunked else iter((body,))
+
+    out = _Capped(cap)
     if encoding in ("gzip", "x-gzip", "deflate"):
         try:
-            return zlib.decompressobj(47 if encoding != "deflate" else 15).decompress(body)
+            _inflate(pieces(), zlib.decompressobj(47 if encoding != "deflate" else 15), out)
         except zlib.error:
+            out = _Capped(cap)  # a raw deflate stream, as some servers send for "deflate"
             try:
-                return zlib.decompressobj(-15).decompress(body)
+                _inflate(pieces(), zlib.decompressobj(-15), out)
             except zlib.error as exc:
                 raise ValueError(f"Content-Encoding {encoding}: {exc}") from None
-    if encoding == "br":
-        raise ValueError("Content-Encoding br is not supported")
-    return body
+    elif encoding == "br":
+        _unbrotli(pieces(), out)
+    else:
+        for piece in pieces():
+            out.add(piece)
+    return bytes(out.data)
 
 
-def _dechunk(body: bytes) -> bytes:
-    out, pos = bytearray(), 0
+def _preview(body: memoryview, headers: dict[str, str], size: int) -> bytes:
+    """The first `size` decoded bytes of a body we only have the start of (best effort)."""
+    try:
+        return decode_payload(body, headers, size)
+    except Oversize as big:
+        return bytes(big.head)
+    except ValueError:
+        return bytes(body[:size])
+
+
+def _inflate(pieces: Iterator[memoryview], inflater, out: _Capped) -> None:
+    for piece in pieces:
+        data = piece
+        while data:
+            out.add(inflater.decompress(data, BLOCK))  # max_length: the bomb guard
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                return  # bytes after the end of the stream are ignored, as browsers do
+    out.add(inflater.flush())  # what the last bounded call held back (a few bytes)
+
+
+def _unbrotli(pieces: Iterator[memoryview], out: _Capped) -> None:
+    try:
+        import brotli  # installed with fastwarc (the `acquire` extra)
+    except ImportError:
+        raise ValueError("Content-Encoding br needs the brotli package") from None
+    decoder = brotli.Decompressor()
+    try:
+        for piece in pieces:
+            for at in range(0, len(piece), BLOCK):
+                out.add(decoder.process(bytes(piece[at:at + BLOCK]), output_buffer_limit=BLOCK))
+                while not decoder.can_accept_more_data():
+                    out.add(decoder.process(b"", output_buffer_limit=BLOCK))
+    except brotli.error as exc:
+        raise ValueError(f"Content-Encoding br: {exc}") from None
+
+
+def _dechunk(body: memoryview) -> Iterator[memoryview]:
+    """The data of each chunk, as views into `body`; a cut-off last chunk yields what is there."""
+    pos = 0
     while pos < len(body):
-        end = body.find(b"\r\n", pos)
-        if end < 0:
-            return body  # not chunked after all: keep the bytes as stored
+        line = bytes(body[pos:pos + CHUNK_LINE_BYTES])
+        end = line.find(b"\r\n")
         try:
-            size = int(body[pos:end].split(b";")[0], 16)
+            size = int(line[:end].split(b";")[0], 16) if end >= 0 else -1
         except ValueError:
-            return body
+            size = -1
+        if size < 0:
+            if pos == 0:  # not chunked after all: the bytes as stored
+                yield body
+                return
+            raise ValueError(f"Transfer-Encoding chunked: bad chunk size line at byte {pos}")
         if size == 0:
-            return bytes(out)
-        out += body[end + 2:end + 2 + size]
-        pos = end + 2 + size + 2
-    return bytes(out)
+            return
+        start = pos + end + 2
+        yield body[start:start + size]
+        pos = start + size + 2
 
 
 def _looks_like_html(body: bytes) -> bool:

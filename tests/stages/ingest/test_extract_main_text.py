@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import run
 from pipeline.documents import Document
-from stages.ingest.extract import _Sandbox, _Timeout, page_title_and_date
+from stages.ingest.extract import _Sandbox, _Timeout, page_title_and_date, utf8_size_over
 from tests.conftest import shard_bytes
 from tests.stages.ingest.conftest import html_response
 
@@ -129,11 +129,18 @@ def test_limits_and_reasons(tmp_path):
     rejected = by_url(read(stage, "rejected"))
     assert set(kept) == {"ok", "wet"}
     assert kept["wet"]["text"] == "Already plain text."
-    assert rejected["big"]["reason"] == "too_large"
+    assert rejected["big"]["reason"] == "oversize:html"
+    assert rejected["big"]["text"] == docs[1].text[:20_000]  # only a prefix is kept
     assert rejected["empty"]["reason"] == "empty"
     assert rejected["empty"]["text"].startswith("<html>")  # the input is kept for inspection
     stats = json.loads((stage / "stats.json").read_text())
-    assert stats["dropped"] == {"empty": 1, "too_large": 1}
+    assert stats["dropped"] == {"empty": 1, "oversize:html": 1}
+
+
+def test_html_size_is_counted_in_utf8_bytes():
+    assert not utf8_size_over("a" * 10, 10) and utf8_size_over("a" * 11, 10)
+    assert not utf8_size_over("é" * 5, 10) and utf8_size_over("é" * 6, 11)
+    assert not utf8_size_over("\U0001F600" * 3, 12) and utf8_size_over("\U0001F600" * 3, 11)
 
 
 def test_sandbox_kills_a_slow_page_and_recovers():

@@ -1,0 +1,188 @@
+"""Hostile records cost bounded memory: caps enforced while streaming, oversize counted.
+
+The end-to-end test runs ingest_warc + extract in a child process on a 2 MB WARC that
+holds a 1 GiB gzip bomb, a 100 MiB chunked body and a gzip member that inflates to 1 GiB,
+and reads the child's peak RSS from `os.wait4` (the child and every child it waited
+for, so the extraction sandbox counts too).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import zlib
+from io import BytesIO
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.documents import Rejected
+from stages.ingest.warc import BLOCK, Oversize, _chunks, decode_payload, read_records, to_document
+from tests.stages.ingest.conftest import (HTML_UNIT, gzip_member, html_response, http_head,
+                                          warc_bytes, warc_head, write_hostile_warc)
+
+REPO = Path(__file__).resolve().parents[3]
+PEAK_RSS_LIMIT = 1 << 30
+
+
+def peak_rss_of(code: str, *args: str) -> int:
+    """Run `python -c code args` and return its peak RSS in bytes (it must succeed)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"child exited with {proc.returncode}"
+    return usage.ru_maxrss * 1024  # kilobytes on Linux
+
+
+def rows(stage_dir: Path, sub: str) -> list[dict]:
+    return [r for f in sorted((stage_dir / sub).glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+
+
+def test_gzip_bomb_and_huge_chunked_body_in_bounded_memory(tmp_path):
+    warc = tmp_path / "hostile.warc.gz"
+    urls = write_hostile_warc(warc)
+    assert warc.stat().st_size < 4 << 20  # what inflates past 2 GiB fits in a few MB
+    config = {
+        "name": "hostile", "run_dir": str(tmp_path / "run"),
+        "stages": {
+            "html": {"kind": "ingest_warc", "params": {"paths": [str(warc)]}},
+            "extract": {"kind": "extract", "inputs": ["html"]},
+        },
+    }
+    peak = peak_rss_of("import json, sys; from pipeline import run; run(json.loads(sys.argv[1]))",
+                       json.dumps(config))
+    html, extract = tmp_path / "run" / "html", tmp_path / "run" / "extract"
+    stats = json.loads((html / "stats.json").read_text())
+    assert stats["in"] == len(urls) == 6
+    assert stats["dropped"] == {"oversize:decoded_body": 1, "oversize:record": 2}
+    assert stats["errors"] == {}
+    rejected = {r["url"].rsplit("/", 1)[1]: r for r in rows(html, "rejected")}
+    assert {k: r["reason"] for k, r in rejected.items()} == {
+        "bomb": "oversize:decoded_body", "chunked": "oversize:record",
+        "warc-bomb": "oversize:record"}
+    for row in rejected.values():  # a decoded prefix, never the body
+        assert 1000 < len(row["text"]) <= 20_000
+        assert row["text"].startswith("<html><body><div>bomb</div>") or \
+            row["text"].startswith("<div>bomb</div>")
+    ex_stats = json.loads((extract / "stats.json").read_text())
+    assert ex_stats["in"] == 3 and ex_stats["dropped"] == {"oversize:html": 1}
+    [huge] = rows(extract, "rejected")
+    assert huge["url"].endswith("/huge") and len(huge["text"]) == 20_000
+    kept = rows(extract, "shards")
+    assert [r["url"].rsplit("/", 1)[1] for r in kept] == ["first", "last"]
+    assert "perfectly ordinary paragraph" in kept[0]["text"]
+    for stage in (html, extract):  # nothing big was stored anywhere
+        assert sum(p.stat().st_size for p in stage.rglob("*.parquet")) < 1 << 20
+    assert peak < PEAK_RSS_LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+# ---------------------------------------------------------------------------------------
+# The pieces, in process and small
+
+
+def test_file_inflation_is_bounded_per_chunk():
+    member = gzip_member(b"", HTML_UNIT, 64)  # 64 MiB in about 64 KB
+    sizes = [len(c) for c in _chunks(BytesIO(member * 2))]
+    assert max(sizes) <= BLOCK
+    assert sum(sizes) == 2 * 64 * len(HTML_UNIT)
+
+
+def test_gzip_bomb_stops_at_the_cap():
+    bomb = gzip_member(b"<html>", HTML_UNIT, 64)
+    with pytest.raises(Oversize) as caught:
+        decode_payload(memoryview(bomb), {"content-encoding": "gzip"}, 3 << 20)
+    assert len(caught.value.head) == 3 << 20
+    assert caught.value.head.startswith(b"<html><div>bomb</div>")
+    small = gzip.compress(b"<p>fine</p>")
+    assert decode_payload(memoryview(small), {"content-encoding": "gzip"}, 100) == b"<p>fine</p>"
+
+
+def chunked(*parts: bytes, end: bytes = b"0\r\n\r\n") -> bytes:
+    return b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in parts) + end
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "br", ""])
+def test_chunked_and_compressed_bodies_decode_within_the_cap(encoding):
+    page = b"<html><body>" + b"<p>chunked and compressed</p>" * 2000 + b"</body></html>"
+    if encoding == "gzip":
+        body = gzip.compress(page)
+    elif encoding == "deflate":
+        body = zlib.compress(page)
+    elif encoding == "raw-deflate":
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body, encoding = c.compress(page) + c.flush(), "deflate"
+    elif encoding == "br":
+        brotli = pytest.importorskip("brotli")
+        body = brotli.compress(page)
+    else:
+        body = page
+    wire = chunked(*(body[i:i + 1000] for i in range(0, len(body), 1000)))
+    headers = {"content-encoding": encoding, "transfer-encoding": "chunked"}
+    assert decode_payload(memoryview(wire), headers, len(page)) == page
+    with pytest.raises(Oversize) as caught:
+        decode_payload(memoryview(wire), headers, len(page) - 1)
+    assert bytes(caught.value.head) == page[:-1]
+
+
+def test_brotli_bomb_stops_at_the_cap():
+    brotli = pytest.importorskip("brotli")
+    bomb = brotli.compress(HTML_UNIT * 16, quality=1)
+    with pytest.raises(Oversize) as caught:
+        decode_payload(memoryview(bomb), {"content-encoding": "br"}, 2 << 20)
+    assert len(caught.value.head) == 2 << 20
+
+
+def test_chunk_framing_edge_cases():
+    te = {"transfer-encoding": "chunked"}
+    # a chunk that claims more than is there (a truncated record): what is there
+    assert decode_payload(memoryview(b"ffffffff\r\nabc"), te, 100) == b"abc"
+    # no chunk framing at all: the bytes as stored
+    assert decode_payload(memoryview(b"<html>x</html>"), te, 100) == b"<html>x</html>"
+    with pytest.raises(ValueError, match="bad chunk size line"):
+        decode_payload(memoryview(b"3\r\nabc\r\nzz\r\nmore"), te, 100)
+    # an endless run of chunks stops at the cap
+    with pytest.raises(Oversize):
+        decode_payload(memoryview(chunked(*[b"x" * 1000] * 1000, end=b"")), te, 50_000)
+
+
+def one(record_bytes: bytes, **caps) -> Rejected:
+    [record] = list(read_records(BytesIO(record_bytes), caps.pop("max_record_bytes", 10**8),
+                                 caps.pop("prefix_bytes", 1000)))
+    return to_document(record, "t", 0, prefix_bytes=1000, **caps)
+
+
+def test_oversize_record_keeps_a_decoded_prefix_and_skips_the_rest():
+    head = http_head("Content-Type: text/html", "Content-Encoding: gzip")
+    body = gzip_member(b"<html>", HTML_UNIT, 8)
+    record = warc_head("http://site.test/big", len(head) + len(body), 0) + head + body + \
+        b"\r\n\r\n"
+    item = one(record, max_record_bytes=len(body) - 1)
+    assert isinstance(item, Rejected) and item.reason == "oversize:record"
+    assert item.doc.text.startswith("<html><div>bomb</div>") and len(item.doc.text) <= 1000
+    item = one(record, max_body_bytes=5 << 20)
+    assert item.reason == "oversize:decoded_body" and len(item.doc.text) == 1000
+
+
+def test_big_image_is_not_html_and_never_decoded():
+    head = http_head("Content-Type: image/png", "Content-Encoding: gzip")
+    body = b"not gzip at all"  # decoding would fail: it is never tried
+    record = warc_head("http://site.test/i.png", len(head) + len(body), 0) + head + body + \
+        b"\r\n\r\n"
+    assert one(record, max_body_bytes=5).reason == "not_html"
+
+
+def test_long_garbage_is_skipped_in_one_record_with_a_prefix():
+    data, offsets = warc_bytes([html_response(f"http://site.test/p{i}", b"<html>%d</html>" % i)
+                                for i in range(2)], gzip_members=False)
+    junk = b"junk line that is not a record\n" * 200_000  # 6 MB
+    items = [to_document(r, "t", i, prefix_bytes=1000)
+             for i, r in enumerate(read_records(BytesIO(data[:offsets[1]] + junk +
+                                                        data[offsets[1]:]), 10**8, 1000))]
+    assert [getattr(i, "reason", "kept") for i in items] == ["kept", "garbage", "kept"]
+    assert len(items[1].doc.text) == 1000 and str(len(junk)) in items[1].error
