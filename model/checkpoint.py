@@ -12,6 +12,11 @@ Everything is written into a hidden temp directory, each file fsynced, then the 
 renamed into place and its parent fsynced. A directory named ``step-<8 digits>`` therefore is
 complete by construction; anything else under ROOT (temp dirs of a killed run) is ignored.
 
+Checkpoints written before the projections were fused (separate ``wq``/``wk``/``wv`` and
+``w1``/``w3``, an unpadded vocabulary) still load: ``fuse_projections`` joins the matrices
+and zero-pads the vocabulary rows of the weights and of the optimizer moments on read. The
+same pair of functions converts to and from the Hugging Face layout (``model/hf.py``).
+
 Nothing here unpickles. ``torch.load`` is only ever called with ``weights_only=True`` (for
 HF ``pytorch_model.bin`` files), and a file in a safetensors slot that holds a pickle or a
 ``torch.save`` zip is refused with ``UnsafeCheckpointError`` before anything reads it.
@@ -101,6 +106,78 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+# Fused weight -> the separate matrices it stacks row-wise, in order (also HF's split layout).
+_FUSED = {"attention.wqkv": ("attention.wq", "attention.wk", "attention.wv"),
+          "feed_forward.w13": ("feed_forward.w1", "feed_forward.w3")}
+_VOCAB_ROWS = ("tok_embeddings.weight", "output.weight")
+
+
+def _fused_groups(config: ModelConfig) -> dict[str, list[str]]:
+    """Every fused weight name of the model -> the split names it joins."""
+    return {f"layers.{i}.{fused}.weight": [f"layers.{i}.{part}.weight" for part in parts]
+            for i in range(config.n_layers) for fused, parts in _FUSED.items()}
+
+
+def _pad_vocab_rows(tensor: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    if tensor.dim() == 0 or tensor.shape[0] != config.vocab_size or config.padded_vocab_size == config.vocab_size:
+        return tensor
+    padding = tensor.new_zeros((config.padded_vocab_size - config.vocab_size, *tensor.shape[1:]))
+    return torch.cat([tensor, padding])
+
+
+def fuse_projections(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Weights in the split layout (wq/wk/wv, w1/w3, true vocab rows) in the model's layout.
+
+    Joins each group row-wise and zero-pads the embedding and output to ``padded_vocab_size``
+    rows. Tensors already in the model's layout pass through unchanged.
+    """
+    out = dict(tensors)
+    for fused, parts in _fused_groups(config).items():
+        if all(part in out for part in parts):
+            out[fused] = torch.cat([out.pop(part) for part in parts])
+    for name in _VOCAB_ROWS:
+        if name in out:
+            out[name] = _pad_vocab_rows(out[name], config)
+    return out
+
+
+def split_projections(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Inverse of ``fuse_projections``: separate matrices, the vocabulary padding rows dropped."""
+    kv_width = config.n_kv_heads * config.head_dim
+    widths = {"attention.wqkv": [config.n_heads * config.head_dim, kv_width, kv_width],
+              "feed_forward.w13": [config.hidden_dim, config.hidden_dim]}
+    out = dict(tensors)
+    for fused, parts in _fused_groups(config).items():
+        if fused in out:
+            kind = fused.split(".", 2)[2].removesuffix(".weight")
+            out.update(zip(parts, out.pop(fused).split(widths[kind])))
+    for name in _VOCAB_ROWS:
+        if name in out:
+            out[name] = out[name][:config.vocab_size]
+    return out
+
+
+def _fuse_optimizer_state(optimizer_state: dict[str, Any], config: ModelConfig) -> dict[str, Any]:
+    """``fuse_projections`` for a name-keyed optimizer state: moments joined and padded like
+    their parameters, per-parameter scalars (AdamW's ``step``) taken from the first part."""
+    state = dict(optimizer_state["state"])
+    renamed = {}
+    for fused, parts in _fused_groups(config).items():
+        if all(part in state for part in parts):
+            per_part = [state.pop(part) for part in parts]
+            state[fused] = {key: torch.cat([p[key] for p in per_part]) if value.dim() else value
+                            for key, value in per_part[0].items()}
+            renamed.update({part: fused for part in parts})
+    for name in _VOCAB_ROWS:
+        if name in state:
+            state[name] = {key: _pad_vocab_rows(value, config) for key, value in state[name].items()}
+    groups = []
+    for group in optimizer_state["param_groups"]:
+        names = [renamed.get(name, name) for name in group["params"]]
+        groups.append({**group, "params": list(dict.fromkeys(names))})
+    return {"state": state, "param_groups": groups}
+
+
 def model_weights(model: Transformer | dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
     """The tensors to save: contiguous CPU copies, a tied output head left out."""
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
@@ -109,7 +186,9 @@ def model_weights(model: Transformer | dict[str, torch.Tensor], tied: bool) -> d
 
 
 def load_model_weights(model: Transformer, weights: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Copy ``weights`` into ``model``; every parameter must be present with its shape."""
+    """Copy ``weights`` (either layout, see ``fuse_projections``) into ``model``; every
+    parameter must be present with its shape."""
+    weights = fuse_projections(weights, model.config)
     expected = model_weights(model, model.config.tie_embeddings)
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -184,10 +263,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     tensors = load_safetensors(path / "trainer_state.safetensors")
     weights = load_safetensors(path / "model.safetensors")
     config = ModelConfig(**json.loads((path / "model.json").read_text()))
+    weights = fuse_projections(weights, config)
     if config.tie_embeddings:
         weights["output.weight"] = weights["tok_embeddings.weight"]
-    param_groups = meta.pop("param_groups")
-    return {**meta, "model": weights, "optimizer": _unflatten_optimizer(tensors, param_groups),
+    optimizer = _fuse_optimizer_state(_unflatten_optimizer(tensors, meta.pop("param_groups")), config)
+    return {**meta, "model": weights, "optimizer": optimizer,
             "rng": {k[len("rng/"):]: v for k, v in tensors.items() if k.startswith("rng/")}}
 
 

@@ -2,8 +2,11 @@
 
 An export directory holds ``config.json``, ``model.safetensors`` and, when the checkpoint
 carries a tokenizer, ``tokenizer.json`` + ``tokenizer_config.json`` (PreTrainedTokenizerFast),
-which is what transformers, vLLM and llama.cpp's converter read. Weight names map one to one
-(our rotary layout is HF's rotate-half layout, so q/k need no permutation).
+which is what transformers, vLLM and llama.cpp's converter read. Our rotary layout is HF's
+rotate-half layout, so q/k need no permutation; our fused ``wqkv``/``w13`` are split into
+q/k/v and gate/up on export and joined on import, and the vocabulary padding rows are dropped
+on export (config.json states the true vocab size) and added back on import
+(``split_projections`` / ``fuse_projections`` in ``model/checkpoint.py``).
 
 Import accepts the configs that current transformers writes (``rope_parameters``) and older
 ones (top-level ``rope_theta``, ``rope_scaling``), tied or untied embeddings, and weights in
@@ -30,9 +33,11 @@ from model.checkpoint import (
     load_torch_weights,
     model_weights,
     resolve_checkpoint,
+    split_projections,
 )
 from model.llama import ModelConfig, Transformer
 
+# Split-layout names (see fuse_projections) -> HF's.
 _LAYER_NAMES = {
     "attention.wq": "self_attn.q_proj",
     "attention.wk": "self_attn.k_proj",
@@ -126,7 +131,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, tokenizer: str | Path
     """Write checkpoint ``checkpoint`` as a Hugging Face Llama directory at ``out_dir``."""
     ckpt = resolve_checkpoint(checkpoint)
     config = ModelConfig(**json.loads((ckpt / "model.json").read_text()))
-    weights = load_safetensors(ckpt / "model.safetensors")
+    weights = split_projections(load_safetensors(ckpt / "model.safetensors"), config)
     tokenizer = Path(tokenizer) if tokenizer else (ckpt / "tokenizer.json" if (ckpt / "tokenizer.json").is_file() else None)
     specials = special_tokens(tokenizer) if tokenizer else {}
     out = Path(out_dir)

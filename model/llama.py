@@ -12,6 +12,18 @@ then the model. Choices that matter:
 - Initialisation: normal(0, ``init_std``) everywhere, with the two projections that write
   into the residual stream (attention output, feed-forward down) scaled by
   ``1/sqrt(2 * n_layers)`` so the residual variance does not grow with depth (GPT-2).
+- Fused projections: one ``wqkv`` matmul yields queries, keys and values (rows in that
+  order) and one ``w13`` matmul yields the SwiGLU gate and up halves (gate rows first). The
+  Hugging Face layout keeps them apart; ``model/checkpoint.py`` joins and splits them.
+- Padded vocabulary: the embedding and output matrices have ``padded_vocab_size`` rows (the
+  true ``vocab_size`` rounded up to ``vocab_multiple``, 128 by default) so the output matmul
+  has a tensor-core-friendly width. Logits are sliced back to ``vocab_size`` before anything
+  reads them, so padding ids are never sampled and never in the loss; their rows start at
+  zero and, receiving no gradient, stay there.
+- The final RMSNorm, output projection and cross-entropy live in ``LossHead``, a module
+  without parameters of its own (the norm gain and output matrix stay ``norm.weight`` and
+  ``output.weight``), so ``model/parallel.py`` compiles it beside the blocks and the full
+  (tokens x vocab) logits never leave the compiled region in fp32.
 - Generation uses a preallocated ``KVCache``; the model itself knows nothing about data
   parallelism, compilation or config files (see ``model/parallel.py``).
 """
@@ -30,7 +42,8 @@ from torch import nn
 class ModelConfig:
     """Shape of the network. ``vocab_size`` None means "take it from the data"."""
 
-    vocab_size: int | None = None
+    vocab_size: int | None = None  # the tokenizer's; ids >= vocab_size never occur
+    vocab_multiple: int = 128  # embedding/output rows are padded up to a multiple of this
     dim: int = 768
     n_layers: int = 12
     n_heads: int = 12
@@ -55,10 +68,24 @@ class ModelConfig:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
         if (self.dim // self.n_heads) % 2:
             raise ValueError("head dimension must be even for rotary embeddings")
+        if self.vocab_multiple < 1:
+            raise ValueError(f"vocab_multiple must be >= 1, got {self.vocab_multiple}")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and output matrices: vocab_size rounded up to vocab_multiple."""
+        return self.vocab_multiple * math.ceil(self.vocab_size / self.vocab_multiple)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Normalise in fp32 even under bf16 autocast: the mean of squares loses too much in bf16.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -68,10 +95,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 even under bf16 autocast: the mean of squares loses too much in bf16.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,17 +140,17 @@ class Attention(nn.Module):
         self.n_heads = config.n_heads
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
-        self.wq = nn.Linear(config.dim, config.n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
+        self.widths = [config.n_heads * self.head_dim] + 2 * [config.n_kv_heads * self.head_dim]
+        self.wqkv = nn.Linear(config.dim, sum(self.widths), bias=False)
         self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.wqkv(x).split(self.widths, dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         mask, is_causal = None, True
@@ -144,16 +168,16 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+    """SwiGLU: w2(silu(gate) * up), with gate and up from one fused matmul ``w13``."""
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w13 = nn.Linear(dim, 2 * hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
@@ -170,18 +194,44 @@ class TransformerBlock(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
+class LossHead(nn.Module):
+    """Final RMSNorm, output projection and cross-entropy, as one module to compile.
+
+    It owns no parameters: the norm gain and output matrix are passed in, so they keep their
+    names in the model (and under FSDP2 stay with the root's shard) while this forward is
+    compiled on its own. Compiled, the fp32 upcast of the logits and the log-softmax fuse
+    into the loss kernels instead of materialising a (tokens x vocab) fp32 copy.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.eps = config.norm_eps
+        self.vocab_size = config.vocab_size
+
+    def logits(self, h: torch.Tensor, norm_weight: torch.Tensor, output_weight: torch.Tensor) -> torch.Tensor:
+        """Logits over the true vocabulary: the padding columns are sliced away."""
+        return F.linear(rms_norm(h, norm_weight, self.eps), output_weight)[..., :self.vocab_size]
+
+    def forward(self, h: torch.Tensor, norm_weight: torch.Tensor, output_weight: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over targets != -100."""
+        logits = self.logits(h, norm_weight, output_weight)
+        return F.cross_entropy(logits.flatten(0, -2).float(), targets.reshape(-1), ignore_index=-100)
+
+
 class Transformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.vocab_size is None:
             raise ValueError("ModelConfig.vocab_size is not set")
         self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.tok_embeddings = nn.Embedding(config.padded_vocab_size, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.output = nn.Linear(config.dim, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        self.loss_head = LossHead(config)
         # Not parameters and not saved: rebuilt from the config, so checkpoints hold weights only.
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -198,13 +248,16 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=residual_std)
             else:
                 nn.init.normal_(p, mean=0.0, std=std)
+        with torch.no_grad():  # padding rows: never looked up, never scored
+            self.tok_embeddings.weight[self.config.vocab_size:].zero_()
+            self.output.weight[self.config.vocab_size:].zero_()
         cos, sin = rope_tables(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
-        """Logits of shape (B, T, vocab); with ``targets``, the mean cross-entropy instead.
+        """Logits of shape (B, T, vocab_size); with ``targets``, the mean cross-entropy instead.
 
         ``targets`` entries equal to -100 are ignored. ``cache``/``pos`` are for generation:
         tokens sit at positions pos..pos+T-1 and their keys/values are stored in the cache.
@@ -216,13 +269,17 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, cache, pos)
-        logits = self.output(self.norm(h))
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+            return self.loss_head.logits(h, self.norm.weight, self.output.weight)
+        return self.loss_head(h, self.norm.weight, self.output.weight, targets)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Parameter count; a tied embedding/output matrix counts once."""
+        """Parameter count; a tied embedding/output matrix counts once.
+
+        The padding rows of the embedding and output matrices count, as they are real memory
+        and (in the output matmul) real FLOPs; at the default multiple of 128 they add at
+        most 127 rows per matrix.
+        """
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             n -= self.tok_embeddings.weight.numel()

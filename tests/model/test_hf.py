@@ -48,6 +48,25 @@ def test_import_matches_transformers_logits_and_export_round_trips(tmp_path, tie
     reloaded = transformers.LlamaForCausalLM.from_pretrained(export_dir).eval()
     with torch.no_grad():
         assert (reloaded(tokens).logits - logits).abs().max().item() <= 1e-4
+    # Our embedding has 128 rows (101 padded); the export states and stores the true 101.
+    assert ours.tok_embeddings.weight.shape[0] == 128
+    assert json.loads((export_dir / "config.json").read_text())["vocab_size"] == 101
+    assert reloaded.model.embed_tokens.weight.shape[0] == 101
+
+
+def test_smollm2_shaped_checkpoint_imports(tmp_path):
+    """SmolLM2's shape class: 9 query heads over 3 key/value heads, tied embeddings, a vocabulary
+    already a multiple of 128 (49152), rope_theta 1e5; scaled down to a random tiny model."""
+    hf_model, hf_dir = random_hf_llama(tmp_path, tied=True, vocab_size=384, hidden_size=72, intermediate_size=192,
+                                       num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0)
+    ours = load_hf_model(hf_dir).eval()
+    c = ours.config
+    assert (c.n_heads, c.n_kv_heads, c.head_dim, c.tie_embeddings) == (9, 3, 8, True)
+    assert c.padded_vocab_size == c.vocab_size == 384
+    assert ours.layers[0].attention.wqkv.weight.shape == ((9 + 2 * 3) * 8, 72)
+    tokens = torch.randint(0, 384, (2, 30))
+    with torch.no_grad():
+        assert (ours(tokens) - hf_model(tokens).logits).abs().max().item() <= 1e-4
 
 
 def test_export_carries_the_tokenizer_for_transformers(tmp_path):

@@ -21,9 +21,9 @@ def test_shapes_and_kv_projection_widths(n_kv_heads):
     model = build(n_kv_heads=n_kv_heads)
     tokens = torch.randint(0, 97, (3, 10))
     assert model(tokens).shape == (3, 10, 97)
-    attention = model.layers[0].attention
-    assert attention.wq.weight.shape == (32, 32)
-    assert attention.wk.weight.shape == (n_kv_heads * 8, 32)
+    # One fused matmul: 32 query rows, then n_kv_heads * head_dim rows each for keys and values.
+    assert model.layers[0].attention.wqkv.weight.shape == (32 + 2 * n_kv_heads * 8, 32)
+    assert model.layers[0].feed_forward.w13.weight.shape == (2 * 64, 32)
     loss = model(tokens, tokens)
     assert loss.shape == () and abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5
 
@@ -31,7 +31,7 @@ def test_shapes_and_kv_projection_widths(n_kv_heads):
 @pytest.mark.parametrize("tied", [False, True])
 def test_parameter_count_matches_formula(tied):
     model = build(tie_embeddings=tied)
-    dim, hidden, vocab, layers, kv_dim = 32, 64, 97, 2, 2 * 8
+    dim, hidden, vocab, layers, kv_dim = 32, 64, 128, 2, 2 * 8  # 97 ids padded to 128 rows
     per_layer = dim * dim * 2 + dim * kv_dim * 2 + 3 * dim * hidden + 2 * dim
     expected = vocab * dim * (1 if tied else 2) + layers * per_layer + dim
     assert model.num_params() == expected
@@ -42,7 +42,7 @@ def test_residual_projections_get_smaller_init():
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(dim=256, hidden_dim=512, n_heads=8, n_kv_heads=8, n_layers=8))
     wo_std = model.layers[0].attention.wo.weight.std().item()
-    wq_std = model.layers[0].attention.wq.weight.std().item()
+    wq_std = model.layers[0].attention.wqkv.weight.std().item()
     assert wq_std == pytest.approx(0.02, rel=0.05)
     assert wo_std == pytest.approx(0.02 / 4, rel=0.05)  # 1/sqrt(2 * 8 layers)
 
@@ -118,3 +118,35 @@ def test_overfits_one_batch():
         optimizer.step()
         optimizer.zero_grad()
     assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_padding_ids_are_never_scored_sampled_or_trained(tied):
+    model = build(tie_embeddings=tied)
+    assert model.config.padded_vocab_size == 128
+    assert model.tok_embeddings.weight.shape == model.output.weight.shape == (128, 32)
+    assert not model.output.weight[97:].any() and not model.tok_embeddings.weight[97:].any()
+    tokens = torch.randint(0, 97, (2, 12))
+    targets = tokens.clone()
+    targets[0, :4] = -100
+    logits = model(tokens)
+    assert logits.shape == (2, 12, 97)
+    # The loss is the cross-entropy over the 97 real ids only, ignored targets left out.
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), targets.reshape(-1), ignore_index=-100)
+    loss = model(tokens, targets)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.backward()
+    assert not model.output.weight.grad[97:].any() and not model.tok_embeddings.weight.grad[97:].any()
+    assert model.output.weight.grad[:97].abs().sum() > 0
+    g = torch.Generator().manual_seed(0)
+    samples = torch.stack(list(generate(model, tokens[:, :3], max_new_tokens=40, temperature=5.0, generator=g)))
+    assert samples.max().item() < 97
+
+
+def test_fused_gate_up_projection_puts_the_gate_first():
+    model = build().eval()
+    x = torch.randn(2, 5, 32)
+    ffn = model.layers[0].feed_forward
+    w1, w3 = ffn.w13.weight.chunk(2)
+    with torch.no_grad():
+        assert torch.allclose(ffn(x), ffn.w2(torch.nn.functional.silu(x @ w1.T) * (x @ w3.T)), atol=1e-6)
