@@ -11,7 +11,10 @@ import importlib
 STAGE_KINDS: dict[str, str] = {
     "ingest": "stages.ingest.files:Ingest",
     "filter": "stages.filters.filter:Filter",
-    "exact_dedup": "stages.dedup.exact_dedup:ExactDedup",
+    "exact_dedup": "stages.dedup.exact_dedup:ExactDedup",  # composite of the three below
+    "exact_fingerprints": "stages.dedup.exact_fingerprints:ExactFingerprints",
+    "exact_duplicates": "stages.dedup.exact_duplicates:ExactDuplicates",
+    "exact_filter": "stages.dedup.exact_filter:ExactFilter",
     "minhash_signatures": "stages.dedup.minhash_signatures:MinhashSignatures",
     "minhash_buckets": "stages.dedup.minhash_buckets:MinhashBuckets",
     "minhash_clusters": "stages.dedup.minhash_clusters:MinhashClusters",
