@@ -13,7 +13,8 @@ seen-set once; each ends with exactly one outcome, counted in the task's funnel:
   scheme, loopback, private, link_local, multicast, reserved), `robots_disallowed`,
   `robots_unavailable` (robots.txt answered 5xx or was unreachable: RFC 9309 says disallow
   all), `redirect` (a 3xx; its target is queued like a link, at the same depth, and is
-  checked again from scratch), `too_many_redirects`, `content_type`, `too_large`,
+  checked again from scratch), `too_many_redirects`, `content_type`, `oversize:body`
+  (the body passed `max_bytes_per_page` after decompression; reading stopped there),
   `http_<status>` (4xx/5xx answers, written to WARC), `bad_url`;
 - errors: `fetch_error:<kind>` (dns, connection, timeout, tls, protocol, content_encoding).
 
@@ -35,6 +36,16 @@ deletes unlisted files in stage subdirectories on resume (see the report to the 
 
 The web is not deterministic: WARC files carry fetch times and differ between runs. Only
 the set of outcomes is reproducible against a static site.
+
+Memory: at most `workers` pages in flight, each read into at most `max_bytes_per_page`
+(decompressed, capped while it streams: see `stages.crawl.net`; an endless chunked body
+stops at the cap) plus the lxml tree its links are read from; a robots.txt chain holds at
+most 6 answers of 2 MB. The frontier lives in memory: about 0.2 KB per distinct URL seen,
+and about 0.7 KB per URL while `frontier.json` is written; a page adds at most
+`max_links_per_page` distinct links (those past it are counted in the stage info as
+`links_over_cap`), so the frontier holds at most seeds + `max_pages` x
+`max_links_per_page` URLs: about 0.7 GB at the defaults in the worst case, far less on
+real sites. A crawl bigger than that is several crawl stages, or a disk-backed frontier.
 """
 
 from __future__ import annotations
@@ -88,6 +99,7 @@ class CrawlParams(Params):
     max_depth: int = Field(default=3, ge=0)
     max_pages: int = Field(default=1000, ge=1)  # page requests, robots.txt not counted
     max_bytes_per_page: int = Field(default=5_000_000, ge=1)  # after decompression
+    max_links_per_page: int = Field(default=1000, ge=0)  # distinct links taken from one page
     user_agent: str = "lmforge-crawler"  # product token, matched against robots.txt groups
     contact_url: str = Field(pattern=r"^https?://")  # who to reach about the crawler
     delay_seconds: float = Field(default=1.0, ge=0.0)
@@ -137,6 +149,7 @@ class _Outcome:
     reason: str | None = None
     error: str | None = None
     links: list[str] = field(default_factory=list)
+    links_over_cap: int = 0  # distinct links past max_links_per_page, never queued
     exchanges: list[Response] = field(default_factory=list)
 
 
@@ -203,6 +216,7 @@ class _Crawler:
         self.hosts: dict[str, _Host] = {}
         self.pages_started = 0
         self.robots_fetches = 0
+        self.links_over_cap = 0
         self.warc = _WarcFile(stage_dir, params.warc_prefix, self.user_agent)
         self.last_commit = time.monotonic()
         self._lock = threading.Lock()
@@ -285,7 +299,8 @@ class _Crawler:
 
     def info(self) -> dict[str, Any]:
         return {"pages_requested": self.pages_started, "robots_fetched": self.robots_fetches,
-                "hosts": len(self.hosts), "warc_files": len(self.files)}
+                "hosts": len(self.hosts), "warc_files": len(self.files),
+                "links_over_cap": self.links_over_cap}
 
     def close(self) -> None:
         self.warc.abort()
@@ -477,7 +492,7 @@ class _Crawler:
             outcome.reason = "dropped:content_type"
             return outcome
         except TooLarge:
-            outcome.reason = "dropped:too_large"
+            outcome.reason = "dropped:oversize:body"
             return outcome
         except FetchError as exc:
             outcome.reason, outcome.error = f"error:fetch_error:{exc.kind}", str(exc)
@@ -491,7 +506,9 @@ class _Crawler:
             outcome.links = [location]
         elif 200 <= r.status < 300:
             outcome.kept = True
-            outcome.links = _links(r.body, url, self.p.follow_nofollow)
+            links = _links(r.body, url, self.p.follow_nofollow)
+            outcome.links = links[:self.p.max_links_per_page]
+            outcome.links_over_cap = len(links) - len(outcome.links)
         else:
             outcome.reason = f"dropped:http_{r.status}"
         return outcome
@@ -499,6 +516,7 @@ class _Crawler:
     def _page_done(self, outcome: _Outcome) -> None:
         for r in outcome.exchanges:
             self.warc.write_exchange(r)
+        self.links_over_cap += outcome.links_over_cap
         depth, hops = self.seen[outcome.url]
         if outcome.reason == "dropped:redirect":
             for link in outcome.links:
@@ -521,7 +539,8 @@ def _hosts(urls: list[str]) -> list[str]:
 
 
 def _links(body: bytes, url: str, follow_nofollow: bool) -> list[str]:
-    """Absolute targets of <a href> and <area href>, honouring meta robots nofollow."""
+    """Distinct absolute targets of <a href> and <area href> in page order, honouring
+    meta robots nofollow."""
     import lxml.html
     from lxml.etree import ParserError
 
@@ -544,7 +563,7 @@ def _links(body: bytes, url: str, follow_nofollow: bool) -> list[str]:
         if not follow_nofollow and "nofollow" in (element.get("rel") or "").lower().split():
             continue
         links.append(_join(base, href))
-    return links
+    return list(dict.fromkeys(links))
 
 
 def _join(base: str, href: str) -> str:

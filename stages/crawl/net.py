@@ -18,6 +18,13 @@ Choices that matter:
   the target so every hop passes scope, robots, politeness and the guard again). It asks
   for gzip/deflate only and inflates with a bounded `zlib` output size, so a gzip bomb
   costs at most `max_bytes` of memory.
+
+Memory of one fetch: the body is read 64 KiB at a time (urllib3 undoes chunked framing;
+its chunk-size lines are capped at 64 KiB, http.client caps header lines and counts) and
+kept up to `max_bytes` after decompression: a declared Content-Length over the cap is
+refused before reading, and a body that grows past it (an endless chunked answer, a
+gzip bomb) raises `TooLarge` at the cap, closing the connection. About 2 x `max_bytes`
+per fetch in flight (the buffer and the body returned).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import random
+import zlib
 
 from pipeline import run
 from tests.stages.crawl.conftest import RouteServer, crawl_config, crawl_stats, page, redirect
@@ -88,21 +90,65 @@ def test_crawl_delay_from_robots_raises_the_spacing(tmp_path):
     assert min(b - a for a, b in zip(times[1:], times[2:])) >= 0.3 - 0.005
 
 
-def test_body_cap_and_gzip_bomb(tmp_path):
+def endless_chunked(sent: list[int], gzipped: bool = False, limit: int = 1 << 30):
+    """A route that streams 64 KiB chunks of HTML until the client hangs up (or `limit`)."""
+
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Transfer-Encoding", "chunked")
+        if gzipped:
+            handler.send_header("Content-Encoding", "gzip")
+        handler.end_headers()
+        deflate = zlib.compressobj(6, zlib.DEFLATED, 31)
+        # Hex noise compresses 2:1 only, so socket buffers cannot hide a runaway server.
+        block = b"<p>" + random.Random(7).randbytes(32768).hex().encode()
+        try:
+            while sent[0] < limit:
+                data = deflate.compress(block) + deflate.flush(zlib.Z_SYNC_FLUSH) \
+                    if gzipped else block
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                sent[0] += len(block)
+        except OSError:  # the crawler closed the connection at its cap
+            pass
+        handler.close_connection = True
+
+    return route
+
+
+def test_body_cap_gzip_bomb_and_endless_chunked_bodies(tmp_path):
     bomb = gzip.compress(b"\0" * 20_000_000)  # 20 MB of zeros in ~20 KB
+    plain, zipped = [0], [0]  # decoded bytes each endless route produced
     routes = {
-        "/": page("home", ["/big", "/bomb", "/declared", "/ok"]),
+        "/": page("home", ["/big", "/bomb", "/declared", "/ok", "/endless", "/endless-gz"]),
         "/big": (200, {"Content-Type": "text/html"}, b"<p>" + b"x" * 300_000),
         "/bomb": (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, bomb),
         "/declared": (200, {"Content-Type": "text/html", "Content-Length": "999999999"}, b""),
         "/ok": (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"},
                 gzip.compress(page("ok")[2])),
+        "/endless": endless_chunked(plain),
+        "/endless-gz": endless_chunked(zipped, gzipped=True),
     }
     with RouteServer(routes) as srv:
         run(crawl_config(tmp_path, [srv.base + "/"], max_bytes_per_page=100_000))
     stats = crawl_stats(tmp_path)
     assert stats["kept"] == 2  # home and the gzipped /ok
-    assert stats["dropped"] == {"too_large": 3}
+    assert stats["dropped"] == {"oversize:body": 5}
+    # The crawler hung up at its cap: the servers stopped far short of their gigabyte
+    # (what is left is socket buffers).
+    assert 100_000 < plain[0] < 64 << 20 and 100_000 < zipped[0] < 64 << 20
+
+
+def test_links_per_page_are_capped_and_counted(tmp_path):
+    links = [f"/p{i}" for i in range(30)]
+    routes = {"/": page("home", links + links)}  # duplicates count once
+    routes.update({f"/p{i}": page(f"p{i}") for i in range(30)})
+    with RouteServer(routes) as srv:
+        run(crawl_config(tmp_path, [srv.base + "/"], max_links_per_page=10, max_depth=1))
+    stats = crawl_stats(tmp_path)
+    assert stats["kept"] == 11 and stats["in"] == 11  # home and its first ten links
+    assert stats["info"]["crawl"]["links_over_cap"] == 20
+    assert sorted(p for p in srv.paths() if p.startswith("/p")) == sorted(links[:10])
 
 
 def test_redirect_limit_and_content_types(tmp_path):
