@@ -5,7 +5,7 @@
     executor: {kind: local}       # or {kind: dask, workers: 2, scheduler: tcp://host:8786}
     stages:
       ingest:                     # the stage's name: its directory in the run dir
-        kind: ingest              # which stage class (stages/__init__.py lists them)
+        kind: ingest              # which stage class (the registry the caller hands in)
         params: {paths: [data/*.jsonl]}
       clean:
         kind: filter
@@ -177,8 +177,10 @@ def load_preset(path: str | None) -> dict[str, Any]:
         raise ValueError(f"preset {path!r}: {exc.strerror}") from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and order a run config; raise ConfigError on any mistake."""
+def load_config(path: str | Path, stage_class_for: Callable[[str], type]) -> Config:
+    """Read, validate and order a run config; raise ConfigError on any mistake.
+    `stage_class_for(kind)` gives the class of a stage kind, or raises KeyError with a
+    message (the program's registry, `stages.stage_class_for`, handed in by pipeline/cli.py)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -191,14 +193,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if duplicates:
         raise ConfigError(f"{path}: " + f"\n{path}: ".join(duplicates))
-    return config_from_dict(raw, path)
+    return config_from_dict(raw, stage_class_for, path)
 
 
-def config_from_dict(raw: Any, path: str | Path = "<config>",
-                     stage_class_for: Callable[[str], type] | None = None) -> Config:
+def config_from_dict(raw: Any, stage_class_for: Callable[[str], type],
+                     path: str | Path = "<config>") -> Config:
     """Validate and order a config given as a plain dict (as YAML would load it)."""
-    if stage_class_for is None:
-        from stages import stage_class_for  # stages import pipeline; import here, not at top
 
     path = Path(path)
     if not isinstance(raw, dict):

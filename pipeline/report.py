@@ -11,17 +11,23 @@ renders (stages are found by their `manifest.json`, listed in `run.json`'s order
   (from the manifests, so a partial stage shows what it has committed).
 - **Document lengths** (characters, log bins) before filtering (the documents entering the
   first filtering stage: its kept plus rejected shards) and after (the last doc stage's
-  kept shards). A doc stage is one whose manifest lists `shards/*.parquet`; filtering kinds
-  are `FILTER_KINDS`.
+  kept shards). A doc stage is one whose manifest lists `shards/*.parquet`; a filtering
+  stage is one whose kind declares `filters`.
 - **Languages**: the `lang` column of the stage that added it, seen vs kept.
 - **Duplicates**: cluster sizes from `dup_cluster_size` (MinHash) and `exact_dup_count`
   (exact), one count per cluster (its kept member).
-- **Tokenizer**: `train_report.json` of a `train_tokenizer` stage (held-out bytes per
-  token, vocabulary profile) and the token counts of a `tokenize` stage.
-- **Training**: a `pretrain` stage's `train_log.jsonl` (or its scratch `train/log.jsonl`
-  while it runs), or a trainer output folder's `log.jsonl` (`lmforge report runs/tiny`):
-  training and validation loss with the learning rate, tokens/s and MFU. A resumed run
-  logs some steps twice; the later record wins.
+- **Tokenizer**: the `tokenizer_report` file a stage declares (held-out bytes per token,
+  vocabulary profile) and the token counts of stages whose task `info` has per-split
+  `{"train": {"tokens": N}, "val": {...}}`.
+- **Training**: the `training_log` file a stage declares (while it runs, its scratch
+  copy), or a trainer output folder's log (`lmforge report runs/tiny`; the caller names
+  the file, `trainer_log`): training and validation loss with the learning rate,
+  tokens/s and MFU, and the stage's declared `sample` text. A resumed run logs some steps
+  twice; the later record wins.
+
+The report knows no stage kind by name: what a stage is and which files it offers come
+from the declarations its kind recorded in the manifest (pipeline/stage.py: `filters`,
+`report_files`).
 - **Samples**: a few kept documents of the final stage and a few rejected ones per stage and
   reason, chosen by a hash of the id (the same every time), cut to 600 characters.
 
@@ -41,7 +47,6 @@ import heapq
 import io
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +58,6 @@ import pyarrow.parquet as pq
 
 from pipeline.status import RUN_FILE, StageView, load_stages
 
-FILTER_KINDS = ("filter", "heuristic_filter", "langid", "quality_filter", "exact_dedup",
-                "minhash_filter")
 TEMPLATE = "report_template.html"
 SAMPLE_CHARS = 600
 TOP_LANGUAGES = 15
@@ -207,7 +210,7 @@ def lengths_section(stages: list[StageView], plots: PlotWriter) -> Section | Non
     doc_stages = [s for s in stages if s.is_doc_stage]
     if not doc_stages:
         return None
-    first_filter = next((s for s in doc_stages if s.kind in FILTER_KINDS), None)
+    first_filter = next((s for s in doc_stages if s.filters), None)
     after_stage = doc_stages[-1]
     series = []
     if first_filter is not None:
@@ -298,9 +301,10 @@ def duplicates_section(stages: list[StageView], plots: PlotWriter) -> Section | 
 
 
 def tokenizer_section(stages: list[StageView], plots: PlotWriter) -> Section | None:
-    reports = [(s, json.loads(p.read_text())) for s in stages if s.kind == "train_tokenizer"
-               for p in s.paths("tokenizer", "train_report.json")]
-    token_stages = [s for s in stages if s.kind == "tokenize"]
+    reports = [(s, json.loads(path.read_text())) for s in stages
+               if (path := s.report_file("tokenizer_report")) is not None]
+    token_stages = [s for s in stages
+                    if any(isinstance(i.get("train"), dict) and "tokens" in i["train"] for i in s.infos)]
     if not reports and not token_stages:
         return None
     section = Section("tokenizer", "Tokenizer")
@@ -351,23 +355,18 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return [by_step[k] for k in sorted(by_step)]
 
 
-def training_logs(run_dir: Path, stages: list[StageView]) -> list[tuple[str, Path, StageView | None]]:
-    logs = []
-    for s in stages:
-        if s.kind != "pretrain":
-            continue
-        committed = s.directory / "train_log.jsonl"
-        scratch = s.directory / "train" / "log.jsonl"
-        path = committed if "train_log.jsonl" in s.files else scratch
-        if path.exists():
-            logs.append((s.name, path, s))
-    if (run_dir / "log.jsonl").exists():
-        logs.append((run_dir.name, run_dir / "log.jsonl", None))
+def training_logs(run_dir: Path, stages: list[StageView],
+                  trainer_log: str | None) -> list[tuple[str, Path, StageView | None]]:
+    logs = [(s.name, path, s) for s in stages if (path := s.report_file("training_log")) is not None]
+    if trainer_log and (run_dir / trainer_log).exists():
+        logs.append((run_dir.name, run_dir / trainer_log, None))
     return logs
 
 
-def training_section(run_dir: Path, stages: list[StageView], plots: PlotWriter) -> Section | None:
-    logs = [(name, read_train_log(path), stage) for name, path, stage in training_logs(run_dir, stages)]
+def training_section(run_dir: Path, stages: list[StageView], plots: PlotWriter,
+                     trainer_log: str | None) -> Section | None:
+    logs = [(name, read_train_log(path), stage)
+            for name, path, stage in training_logs(run_dir, stages, trainer_log)]
     logs = [entry for entry in logs if entry[1]]
     if not logs:
         return None
@@ -406,8 +405,8 @@ def training_section(run_dir: Path, stages: list[StageView], plots: PlotWriter) 
                      f"{np.median(speeds):,.0f}" if speeds else "-",
                      f"{np.median([m for _, m in mfu]):.1f}%" if mfu else "-",
                      f"{sum(1 for r in records if r.get('skipped')):,}"])
-        sample = stage.directory / "sample.txt" if stage else None
-        if sample is not None and sample.exists():
+        sample = stage.report_file("sample") if stage else None
+        if sample is not None:
             section.text = sample.read_text(encoding="utf-8", errors="replace")
     section.tables.append({"caption": "Runs", "header": [
         "run", "parameters", "steps", "tokens", "first loss", "last loss", "best val loss",
@@ -431,17 +430,19 @@ def samples_section(stages: list[StageView], k: int) -> Section | None:
     return section
 
 
-def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3) -> Path:
-    """Write the report for `run_dir`; returns the HTML file's path."""
+def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3,
+                 trainer_log: str | None = None) -> Path:
+    """Write the report for `run_dir`; returns the HTML file's path. `trainer_log`: the
+    file name of a training log at the top of `run_dir` (a trainer output folder)."""
     import jinja2
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     stages = load_stages(run_dir)
-    if not stages and not (run_dir / "log.jsonl").exists():
+    if not stages and not (trainer_log and (run_dir / trainer_log).exists()):
         raise FileNotFoundError(f"{run_dir}: no stage manifest (*/manifest.json) and no training "
-                                "log (log.jsonl): nothing to report")
+                                f"log ({trainer_log}): nothing to report")
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
@@ -453,7 +454,7 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3) -
         languages_section(stages, plots),
         duplicates_section(stages, plots),
         tokenizer_section(stages, plots),
-        training_section(run_dir, stages, plots),
+        training_section(run_dir, stages, plots, trainer_log),
         samples_section(stages, samples),
     ]
     order = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).exists() else {}
@@ -468,19 +469,17 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3) -
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        path = build_report(Path(args.run_dir), Path(args.out) if args.out else None, args.samples)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    path = build_report(Path(args.run_dir), Path(args.out) if args.out else None, args.samples,
+                        args.trainer_log)
     print(f"report: {path}")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `report` to the lmforge subcommands."""
+def register(subparsers: argparse._SubParsersAction, trainer_log: str | None = None) -> None:
+    """Add `report` to the lmforge subcommands; `trainer_log` is the file name of the
+    trainer's log, so that a trainer output folder can be reported on too."""
     p = subparsers.add_parser("report", help="HTML report with plots of a run directory")
     p.add_argument("run_dir", help="a pipeline run directory, or a trainer output folder")
     p.add_argument("--out", help="folder for report.html and the PNGs (default RUN_DIR/report)")
     p.add_argument("--samples", type=int, default=3, help="sampled documents per group")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, trainer_log=trainer_log)

@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.artifacts import STATS, TMP_MARK, write_json_atomic
 from pipeline.manifest import Manifest
-from pipeline.config import Config, LoadedStage
+from pipeline.config import Config, ConfigError, LoadedStage
 from pipeline.dag import ancestors, cache_key, descendants
 from pipeline.stage import Counts, Stage, StageInput, Task, TaskResult
 from pipeline.status import RUN_FILE
@@ -88,7 +88,7 @@ def run_config(
     graph = {n: s.inputs for n, s in config.stages.items()}
     for name in [*(force or []), *([until] if until else [])]:
         if name not in graph:
-            raise StageFailed(f"{config.path}: no stage named '{name}' (stages: {', '.join(graph)})")
+            raise ConfigError(f"{config.path}: no stage named '{name}' (stages: {', '.join(graph)})")
     forced = descendants(graph, force or [])
     selected = ancestors(graph, until) if until else set(graph)
     keys = stage_cache_keys(config)
@@ -122,7 +122,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         if stage_dir.exists():
             shutil.rmtree(stage_dir)
         manifest = Manifest.new(stage_dir, spec.name, spec.config.kind,
-                                spec.stage_class.version, key, spec.stage_class.units)
+                                spec.stage_class.version, key, spec.stage_class.declared())
         status = "ran"
     else:
         status = "resumed"

@@ -160,6 +160,15 @@ class Stage:
     # What `in` and `kept` count, shown by `lmforge status`; "A -> B" when `in` counts A
     # and `kept` counts B (minhash_buckets: "band rows -> pairs").
     units: ClassVar[str] = "documents"
+    # A stage that drops documents by a rule: `lmforge report` measures the lengths "before
+    # filtering" on what enters the first such stage.
+    filters: ClassVar[bool] = False
+    # Files `lmforge report` can show, by the format the report knows them as, each a list
+    # of paths in the stage directory (the first the manifest lists wins, else the first
+    # that exists, e.g. a running stage's scratch copy): "tokenizer_report" (JSON: heldout,
+    # vocab, sample), "training_log" (JSONL: step, loss, lr, val_loss, tokens_per_s, mfu),
+    # "sample" (text).
+    report_files: ClassVar[dict[str, tuple[str, ...]]] = {}
     # Subfolders of the stage directory holding working state that must survive a killed
     # run (training checkpoints, a crawl frontier): never in the manifest, never cleaned.
     scratch_dirs: ClassVar[tuple[str, ...]] = ()
@@ -168,6 +177,12 @@ class Stage:
         self.name = name
         self.params = params
         self.stage_dir = stage_dir
+
+    @classmethod
+    def declared(cls) -> dict[str, Any]:
+        """What the manifest records of this kind, for `lmforge status` and `report`."""
+        return {"units": cls.units, "filters": cls.filters,
+                "report_files": {k: list(v) for k, v in cls.report_files.items()}}
 
     def fingerprint(self) -> Any:
         """Anything beyond params that decides the output (e.g. input file sizes)."""

@@ -21,7 +21,7 @@ Counts come from the manifests, so a partial stage shows what its committed shar
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class StageView:
     infos: list[dict[str, Any]]
     wall_seconds: float | None = None
     docs_per_second: float | None = None
+    filters: bool = False  # the kind's declarations (pipeline/stage.py, Stage.declared)
+    report_files: dict[str, list[str]] = field(default_factory=dict)
 
     def paths(self, sub: str, suffix: str = ".parquet") -> list[Path]:
         return [self.directory / f for f in self.files
@@ -61,6 +63,14 @@ class StageView:
         shards = self.paths("shards")
         return set(pq.read_schema(shards[0]).names) if shards else set()
 
+    def report_file(self, what: str) -> Path | None:
+        """The file the stage declares for report section `what`: the first candidate the
+        manifest lists, else the first that exists (a running stage's scratch copy)."""
+        candidates = self.report_files.get(what, [])
+        listed = [c for c in candidates if c in self.files]
+        existing = [c for c in candidates if (self.directory / c).exists()]
+        found = (listed or existing)[:1]
+        return self.directory / found[0] if found else None
 
 
 def load_stages(run_dir: Path) -> list[StageView]:
@@ -80,7 +90,9 @@ def load_stages(run_dir: Path) -> list[StageView]:
         stages.append(StageView(name, manifest.data["kind"], manifest.data.get("units", "documents"),
                                 run_dir / name, manifest.complete, total,
                                 manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
-                                stats.get("wall_seconds"), stats.get("docs_per_second")))
+                                stats.get("wall_seconds"), stats.get("docs_per_second"),
+                                manifest.data.get("filters", False),
+                                manifest.data.get("report_files", {})))
     return stages
 
 

@@ -32,6 +32,7 @@ class MinhashFilterParams(Params):
 class MinhashFilter(DocStage):
     kind = "minhash_filter"
     version = 1
+    filters = True
     Params = MinhashFilterParams
     score_columns = {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64()}
 

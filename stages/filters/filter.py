@@ -69,6 +69,7 @@ class FilterParams(Params):
 class Filter(DocStage):
     kind = "filter"
     version = 1
+    filters = True
     Params = FilterParams
 
     def apply(self, doc: Document) -> Document | Rejected:

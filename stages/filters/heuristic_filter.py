@@ -78,6 +78,7 @@ class HeuristicFilterParams(Params):
 class HeuristicFilter(DocStage):
     kind = "heuristic_filter"
     version = 1
+    filters = True
     Params = HeuristicFilterParams
 
     def fingerprint(self) -> Any:

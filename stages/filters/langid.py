@@ -57,6 +57,7 @@ class LangIdParams(Params):
 class LangId(DocStage):
     kind = "langid"
     version = 1
+    filters = True
     Params = LangIdParams
     score_columns = {"lang": pa.string(), "lang_score": pa.float64()}
 

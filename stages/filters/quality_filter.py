@@ -57,6 +57,7 @@ class QualityFilter(DocStage):
     kind = "quality_filter"
     version = 1
     Params = QualityFilterParams
+    filters = True
     score_columns = {"quality_score": pa.float64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:

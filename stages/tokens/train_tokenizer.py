@@ -107,6 +107,7 @@ class TrainTokenizerParams(Params):
 
 class TrainTokenizer(Stage):
     kind = "train_tokenizer"
+    report_files = {"tokenizer_report": (f"tokenizer/{REPORT_FILE}",)}
     version = 1
     Params = TrainTokenizerParams
 

@@ -94,7 +94,7 @@ def config(tmp_path, **twice):
 
 
 def test_composite_expands_into_phases_in_dag_order(tmp_path):
-    loaded = config_from_dict(config(tmp_path, params={"second": "B"}), "c.yaml", kinds)
+    loaded = config_from_dict(config(tmp_path, params={"second": "B"}), kinds, "c.yaml")
     assert list(loaded.stages) == ["ingest", "both.first", "both", "after"]
     first, last = loaded.stages["both.first"], loaded.stages["both"]
     assert (first.config.kind, first.inputs, first.params.mark) == ("tag", ["ingest"], "a")
@@ -105,21 +105,21 @@ def test_composite_expands_into_phases_in_dag_order(tmp_path):
 
 
 def test_phase_cache_keys_equal_the_same_stages_written_by_hand(tmp_path):
-    composite = config_from_dict(config(tmp_path), "c.yaml", kinds)
+    composite = config_from_dict(config(tmp_path), kinds, "c.yaml")
     by_hand = config(tmp_path)
     by_hand["stages"]["both.first"] = {"kind": "tag", "inputs": ["ingest"], "params": {"mark": "a"}}
     by_hand["stages"]["both"] = {"kind": "tag", "inputs": ["both.first"], "params": {"mark": "b"}}
     # Written by hand, the '.' name is refused; the keys are compared with another name.
     by_hand["stages"]["both_first"] = by_hand["stages"].pop("both.first")
     by_hand["stages"]["both"]["inputs"] = ["both_first"]
-    hand = stage_cache_keys(config_from_dict(by_hand, "h.yaml", kinds))
+    hand = stage_cache_keys(config_from_dict(by_hand, kinds, "h.yaml"))
     keys = stage_cache_keys(composite)
     assert keys["both.first"] == hand["both_first"] and keys["both"] == hand["both"]
     assert keys["after"] == hand["after"]
 
 
 def test_composite_runs_its_phases_and_downstream_reads_the_last(tmp_path):
-    loaded = config_from_dict(config(tmp_path), "c.yaml", kinds)
+    loaded = config_from_dict(config(tmp_path), kinds, "c.yaml")
     outcomes = run_config(loaded, LocalExecutor())
     assert [o.name for o in outcomes] == ["ingest", "both.first", "both", "after"]
     marks = pq.read_table(tmp_path / "run" / "after" / "shards").column("marks").to_pylist()
@@ -150,5 +150,5 @@ def test_composite_mistakes_name_file_stage_and_key(tmp_path, change, expected):
     raw = config(tmp_path)
     change(raw["stages"])
     with pytest.raises(ConfigError) as info:
-        config_from_dict(raw, "c.yaml", kinds)
+        config_from_dict(raw, kinds, "c.yaml")
     assert str(info.value).startswith(expected)

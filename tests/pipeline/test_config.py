@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
+from stages import stage_class_for
 
 GOOD = """\
 name: t
@@ -24,7 +25,7 @@ def error_for(tmp_path, text: str) -> str:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_config(path, stage_class_for)
     message = str(info.value)
     assert str(path) in message
     return message
@@ -33,7 +34,7 @@ def error_for(tmp_path, text: str) -> str:
 def test_good_config_orders_stages(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text(GOOD.replace("  ingest:\n", "  zeta:\n  ingest:\n", 0))
-    config = load_config(path)
+    config = load_config(path, stage_class_for)
     assert list(config.stages) == ["ingest", "clean"]
     assert config.stages["clean"].params.min_chars == 10
     assert str(config.run_dir) == "runs/t"
@@ -47,7 +48,7 @@ def test_inputs_come_first_whatever_the_written_order(tmp_path):
         "  b: {kind: filter, inputs: [a]}\n"
         "  a: {kind: ingest, params: {paths: [x.txt]}}\n"
     )
-    assert list(load_config(path).stages) == ["a", "b", "c"]
+    assert list(load_config(path, stage_class_for).stages) == ["a", "b", "c"]
 
 
 def test_unknown_top_level_key(tmp_path):

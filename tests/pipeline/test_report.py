@@ -3,7 +3,6 @@ the page is self-contained, and headless Chromium renders every plot."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -17,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipeline
-from pipeline.report import build_report, read_train_log, register
+from pipeline.cli import TRAINER_LOG, main
+from pipeline.report import build_report, read_train_log
 
 HAMLET = Path(__file__).resolve().parents[1] / "data" / "hamlet_excerpt.txt"
 GERMAN = Path(__file__).resolve().parents[1] / "data" / "multilingual" / "tutor.de.txt"
@@ -189,7 +189,7 @@ def test_trainer_output_folder_with_a_resumed_log(tmp_path):
     resumed = [dict(r, loss=r["loss"] - 1.0) for r in records[4:]]  # killed at 8, resumed from 4
     lines = [json.dumps(r) for r in records + resumed] + ['{"step": 9, "lo']  # torn last line
     (tmp_path / "log.jsonl").write_text("\n".join(lines))
-    build_report(tmp_path)
+    build_report(tmp_path, trainer_log="log.jsonl")
     html, page = report_of(tmp_path)
     assert page.sections == ["training"]
     text = " ".join(page.cells)
@@ -197,16 +197,16 @@ def test_trainer_output_folder_with_a_resumed_log(tmp_path):
     assert "30.0%" in text  # median MFU
 
 
-def test_cli(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", str(tmp_path / "missing")])
-    assert args.func(args) == 1
+def test_cli_exit_codes_and_the_trainer_log_wired_in(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    args = parser.parse_args(["report", str(tmp_path / "empty")])
-    assert args.func(args) == 1
+    assert main(["report", str(tmp_path / "empty")]) == 2
     assert "nothing to report" in capsys.readouterr().err
+    record = {"step": 1, "loss": 4.0, "lr": 1e-3, "tokens_per_s": 10.0, "tokens": 64}
+    (tmp_path / "empty" / TRAINER_LOG).write_text(json.dumps(record) + "\n")
+    assert main(["report", str(tmp_path / "empty")]) == 0
+    assert "report.html" in capsys.readouterr().out
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

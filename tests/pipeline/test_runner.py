@@ -9,6 +9,7 @@ import pytest
 
 import pipeline
 from pipeline.cli import main
+from pipeline.config import ConfigError
 from pipeline.runner import StageFailed
 from tests.conftest import shard_bytes
 from tests.pipeline.corpus import write_corpus, write_malformed
@@ -103,7 +104,7 @@ def test_force_and_until(tmp_path):
     first = shard_bytes(tmp_path / "run" / "clean")
     assert statuses(pipeline.run(config, force=["ingest"])) == {"ingest": "ran", "clean": "ran"}
     assert shard_bytes(tmp_path / "run" / "clean") == first
-    with pytest.raises(StageFailed, match="no stage named 'nope'"):
+    with pytest.raises(ConfigError, match="no stage named 'nope'"):
         pipeline.run(config, force=["nope"])
 
 

@@ -71,9 +71,9 @@ def test_minhash_dedup_params_and_inputs_are_checked_at_load(tmp_path):
     composite, _ = configs(tmp_path)
     composite["stages"]["dedup"]["params"] = {**PARAMS, "bands": 4}
     with pytest.raises(ConfigError, match="stage 'dedup': params.*give both bands and rows"):
-        config_from_dict(composite, "c.yaml", stage_class_for)
+        config_from_dict(composite, stage_class_for, "c.yaml")
     composite["stages"]["dedup"]["params"] = PARAMS
     composite["stages"]["more"] = {"kind": "ingest", "params": {"paths": ["x.jsonl"]}}
     composite["stages"]["dedup"]["inputs"] = ["docs", "more"]
     with pytest.raises(ConfigError, match="c.yaml: stage 'dedup': inputs: needs exactly one"):
-        config_from_dict(composite, "c.yaml", stage_class_for)
+        config_from_dict(composite, stage_class_for, "c.yaml")

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 import pipeline
 from pipeline.config import ConfigError, config_from_dict
+from stages import stage_class_for
 
 TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 32}
 
@@ -69,4 +70,5 @@ def test_bad_training_key_is_a_config_error():
     with pytest.raises(ConfigError, match=r"stage 'lm'.*unknown key 'n_layer'"):
         config_from_dict({"name": "p", "stages": {
             "tok": {"kind": "filter"},
-            "lm": {"kind": "pretrain", "inputs": ["tok"], "params": {"model": {"n_layer": 2}}}}})
+            "lm": {"kind": "pretrain", "inputs": ["tok"], "params": {"model": {"n_layer": 2}}}}},
+            stage_class_for)

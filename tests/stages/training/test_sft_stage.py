@@ -9,6 +9,7 @@ import pytest
 
 import pipeline
 from pipeline.config import ConfigError, config_from_dict
+from stages import stage_class_for
 
 DATA = "tests/data/sft_preference_240.json"
 TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 128}
@@ -68,4 +69,4 @@ def test_bad_sft_key_is_a_config_error(tmp_path):
     bad = config(tmp_path)
     bad["stages"]["sft"]["params"]["data"]["seq_lenn"] = 3
     with pytest.raises(ConfigError, match=r"stage 'sft'.*unknown key 'seq_lenn'"):
-        config_from_dict(bad)
+        config_from_dict(bad, stage_class_for)
