@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,12 @@ def commit_artifact(stage_dir: Path, tmp: Path, final: Path, docs: int = 0) -> F
     return entry
 
 
-def commit_copy(stage_dir: Path, source: Path, rel: str) -> FileEntry:
-    """Copy `source` into the stage directory as `rel`, committed atomically."""
+def commit_copy(stage_dir: Path, source: Path | str, rel: str) -> FileEntry:
+    """Copy `source` (a local path or a URL) into the stage directory as `rel`, committed."""
     final = stage_dir / rel
     tmp = tmp_path_for(final)
-    shutil.copyfile(source, tmp)
+    with storage.open_input(source) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
     return commit_artifact(stage_dir, tmp, final)
 
 
@@ -199,24 +201,26 @@ class DocShardWriter:
 
 def read_doc_shard(path: Path | str, batch_size: int = ROWS_PER_BATCH) -> Iterable[Document]:
     """Stream the documents of one doc shard, one record batch in memory at a time."""
-    if storage.is_local(path):
-        yield from _documents(pq.ParquetFile(path), batch_size)
-        return
-    with storage.open_input(path) as f:
-        yield from _documents(pq.ParquetFile(f), batch_size)
+    with open_parquet(path) as parquet:
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                yield Document.from_row(row)
 
 
-def _documents(parquet: pq.ParquetFile, batch_size: int) -> Iterable[Document]:
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield Document.from_row(row)
+@contextmanager
+def open_parquet(path: Path | str) -> Iterator[pq.ParquetFile]:
+    """A committed Parquet file, on local disk or in the object store, open for reading."""
+    with (nullcontext(path) if storage.is_local(path) else storage.open_input(path)) as source:
+        parquet = pq.ParquetFile(source)
+        try:
+            yield parquet
+        finally:
+            parquet.close()
 
 
 def shard_schema(path: Path | str) -> pa.Schema:
-    if storage.is_local(path):
-        return pq.read_schema(path)
-    with storage.open_input(path) as f:
-        return pq.read_schema(f)
+    with open_parquet(path) as parquet:
+        return parquet.schema_arrow
 
 
 def entry_to_dict(entry: FileEntry) -> dict[str, Any]:

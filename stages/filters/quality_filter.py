@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from pipeline import storage
 from pipeline.artifacts import read_doc_shard
 from pipeline.documents import Document, Rejected
 from pipeline.stage import DocStage, Params, StageInput, Task, TaskResult
@@ -56,14 +57,14 @@ class QualityFilterParams(Params):
 class QualityFilter(DocStage):
     kind = "quality_filter"
     version = 1
-    Params = QualityFilterParams
     filters = True
+    Params = QualityFilterParams
     score_columns = {"quality_score": pa.float64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         model_input = self._model_input(inputs)
         model = _file_ending(model_input, MODEL_SUFFIX)
-        settings = json.loads(Path(_file_ending(model_input, METRICS_SUFFIX)).read_text())
+        settings = json.loads(storage.read_text(_file_ending(model_input, METRICS_SUFFIX)))
         payload: dict[str, Any] = {
             "model": model,
             "label": f"__label__{settings['labels']['positive']}",
@@ -104,7 +105,7 @@ class QualityFilter(DocStage):
         """Probability of the high-quality label."""
         payload = self._payload
         if getattr(self, "_model", None) is None:
-            self._model = load_fasttext(payload["model"])
+            self._model = load_fasttext(storage.local_copy(payload["model"]))
         labels, probs = self._model.predict(fasttext_line(text, payload["lowercase"]), k=-1)
         for label, prob in zip(labels, probs):
             if label == payload["label"]:

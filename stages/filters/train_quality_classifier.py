@@ -135,7 +135,6 @@ class TrainQualityClassifier(Stage):
             positives, negatives = positives[:k], negatives[:k]
         train, held_out = self._split(positives, negatives)
         model_path = self.stage_dir / MODEL_FILE
-        model_path.parent.mkdir(parents=True, exist_ok=True)
         saved = self._train(train, model_path)
         metrics = evaluate(load_fasttext(saved), held_out, p.lowercase)
         metrics.update(

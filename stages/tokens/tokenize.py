@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from model.token_shards import TokenShard, TokenShardWriter, file_sha256
-from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
+from pipeline import storage
+from pipeline.artifacts import FileEntry, commit_artifact, commit_copy, open_parquet, tmp_path_for
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -94,7 +93,8 @@ class Tokenize(Stage):
         if not shards:
             names = ", ".join(i.name for i in doc_inputs) or "none"
             raise ValueError(f"stage '{self.name}': no doc shards in its inputs ({names})")
-        common = (("tokenizer", str(tokenizer)), ("tokenizer_sha256", file_sha256(tokenizer)))
+        common = (("tokenizer", str(tokenizer)),
+                  ("tokenizer_sha256", file_sha256(storage.local_copy(str(tokenizer)))))
         copy = Task(name=COPY_TASK, inputs=(str(tokenizer),), payload=(("copy", True),))
         if self.params.shuffle:
             return [copy, *self._shuffled_tasks(shards, common)]
@@ -119,7 +119,9 @@ class Tokenize(Stage):
         """Row groups in a seeded random order, dealt round-robin to the output shards."""
         pieces = []
         for stage, path in shards:
-            for group in range(pq.ParquetFile(path).metadata.num_row_groups):
+            with open_parquet(path) as parquet:
+                groups = parquet.metadata.num_row_groups
+            for group in range(groups):
                 key = _hash64("rowgroup", self.params.seed, f"{stage}/{Path(path).name}/{group}")
                 pieces.append((key, path, group))
         pieces.sort()
@@ -163,22 +165,18 @@ class Tokenize(Stage):
 
     def _copy_tokenizer(self, source: str) -> FileEntry:
         """tokenizer.json beside the shards, so their folder is all a trainer needs."""
-        final = self.stage_dir / "shards" / TOKENIZER_FILE
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path_for(final)
-        shutil.copyfile(source, tmp)
-        return commit_artifact(self.stage_dir, tmp, final)
+        return commit_copy(self.stage_dir, source, f"shards/{TOKENIZER_FILE}")
 
     def _batches(self, pieces: tuple[tuple[str, int | None], ...]) -> Iterator[tuple[list, list]]:
         for path, group in pieces:
             try:
-                parquet = pq.ParquetFile(path)
-                batches = parquet.iter_batches(
-                    batch_size=self.params.batch_size, columns=["id", "text"],
-                    row_groups=None if group is None else [group],
-                )
-                for batch in batches:
-                    yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
+                with open_parquet(path) as parquet:
+                    batches = parquet.iter_batches(
+                        batch_size=self.params.batch_size, columns=["id", "text"],
+                        row_groups=None if group is None else [group],
+                    )
+                    for batch in batches:
+                        yield batch.column("id").to_pylist(), batch.column("text").to_pylist()
             except (OSError, KeyError, ValueError) as exc:
                 raise ValueError(f"stage '{self.name}': cannot read doc shard {path}: {exc}") from exc
 
@@ -203,7 +201,7 @@ class Tokenize(Stage):
         if cached is None or cached[0] != path:
             from tokenizers import Tokenizer
 
-            tokenizer = Tokenizer.from_file(path)
+            tokenizer = Tokenizer.from_file(str(storage.local_copy(path)))
             tokenizer.encode_special_tokens = True
             self._tokenizer = (path, tokenizer)
         return self._tokenizer[1]
@@ -224,7 +222,6 @@ class _SplitWriters:
                  ordered: bool):
         self.stage_dir = stage_dir
         self.directory = stage_dir / "shards"
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.vocab_size = vocab_size
         self.sha = tokenizer_sha256

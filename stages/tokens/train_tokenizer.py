@@ -48,11 +48,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from model.special_tokens import BOS, CHAT_TOKENS, EOS, PAD
-from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
+from pipeline.artifacts import FileEntry, commit_artifact, open_parquet, tmp_path_for
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 SPLIT_PATTERNS = {
@@ -107,8 +106,8 @@ class TrainTokenizerParams(Params):
 
 class TrainTokenizer(Stage):
     kind = "train_tokenizer"
-    report_files = {"tokenizer_report": (f"tokenizer/{REPORT_FILE}",)}
     version = 1
+    report_files = {"tokenizer_report": (f"tokenizer/{REPORT_FILE}",)}
     Params = TrainTokenizerParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
@@ -183,15 +182,15 @@ class TrainTokenizer(Stage):
         shift = 64 - HASH_BUCKET_BITS
         for path in shards:
             try:
-                parquet = pq.ParquetFile(path)
-                for batch in parquet.iter_batches(batch_size=READ_BATCH, columns=["id", "text"]):
-                    ids = batch.column("id").to_pylist()
-                    buckets = np.fromiter(
-                        (doc_hash(self.params.seed, i) >> shift for i in ids), np.int64, len(ids)
-                    )
-                    texts = batch.column("text")
-                    lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False)
-                    yield buckets, texts, lengths
+                with open_parquet(path) as parquet:
+                    for batch in parquet.iter_batches(batch_size=READ_BATCH, columns=["id", "text"]):
+                        ids = batch.column("id").to_pylist()
+                        buckets = np.fromiter(
+                            (doc_hash(self.params.seed, i) >> shift for i in ids), np.int64, len(ids)
+                        )
+                        texts = batch.column("text")
+                        lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False)
+                        yield buckets, texts, lengths
             except (OSError, KeyError, ValueError) as exc:
                 raise ValueError(f"stage '{self.name}': cannot read doc shard {path}: {exc}") from exc
 
@@ -219,7 +218,6 @@ class TrainTokenizer(Stage):
 
     def _write_outputs(self, tokenizer: Any, report: dict[str, Any]) -> list[FileEntry]:
         directory = self.stage_dir / OUTPUT_DIR
-        directory.mkdir(parents=True, exist_ok=True)
         special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
                    "additional_special_tokens": list(self.params.chat_tokens)}
         config = {
