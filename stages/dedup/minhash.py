@@ -337,28 +337,31 @@ def connected_clusters(a: np.ndarray, b: np.ndarray
 
     Only documents that appear in a pair are returned, sorted; the kept member of a
     cluster is its smallest reference (first in corpus order). minhash_clusters does the
-    same one batch of pairs at a time (`union_pairs`).
+    same one batch of pairs at a time.
     """
     docs = np.unique(np.concatenate([a, b]))
-    labels = union_pairs(np.arange(len(docs)), np.searchsorted(docs, a), np.searchsorted(docs, b))
+    parent = np.arange(len(docs))
+    union_pairs(parent, np.searchsorted(docs, a), np.searchsorted(docs, b))
+    labels = cluster_roots(parent)
     return docs, docs[labels], np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
 
 
-def union_pairs(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Join the clusters of index pairs (a[i], b[i]); returns the new labels.
+def union_pairs(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Join the clusters of index pairs (a[i], b[i]) in the union-find forest `parent`.
 
-    `labels[i]` is the smallest index in i's cluster (start with `arange`), and stays so:
-    only the roots the pairs touch go through a union-find (scipy's connected
-    components over them), then every index is relabelled through one lookup table.
-    Memory: the labels twice plus the pairs given, never more than one batch of pairs.
+    Start with `parent = arange(n)`. A cluster's root is always its smallest index: the
+    roots a batch of pairs touches are joined by scipy's connected components and all
+    point to the smallest root of their component. Work and scratch memory follow the
+    batch, not n; the queried paths are compressed on the way.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    root_a, root_b = labels[a], labels[b]
+    root_a, root_b = _roots(parent, a), _roots(parent, b)
+    parent[a], parent[b] = root_a, root_b
     differ = root_a != root_b
     if not differ.any():
-        return labels
+        return
     root_a, root_b = root_a[differ], root_b[differ]
     roots, inverse = np.unique(np.concatenate([root_a, root_b]), return_inverse=True)
     m = len(roots)
@@ -367,9 +370,25 @@ def union_pairs(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     _, component = connected_components(graph, directed=False)
     # roots are sorted, so the first root of each component is its smallest index.
     _, first = np.unique(component, return_index=True)
-    lookup = np.arange(len(labels), dtype=labels.dtype)
-    lookup[roots] = roots[first[component]]
-    return lookup[labels]
+    parent[roots] = roots[first[component]]
+
+
+def _roots(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    up = parent[x]
+    while True:
+        higher = parent[up]
+        if (higher == up).all():
+            return up
+        up = higher
+
+
+def cluster_roots(parent: np.ndarray) -> np.ndarray:
+    """Every index's root (its cluster's smallest index), by pointer jumping."""
+    while True:
+        higher = parent[parent]
+        if (higher == parent).all():
+            return parent
+        parent = higher
 
 
 def text_fingerprints(texts: pa.Array, urls: pa.Array | None = None) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 Input: one `minhash_buckets` stage. One task streams every `pairs/` file twice, PAIR_BATCH
 pairs at a time: first to list the documents that have a pair (sorted, distinct), then to
-join each batch into the clusters found so far (`union_pairs` in minhash.py: a union-find
-over the cluster roots the batch touches, by scipy's connected components, then one
-relabelling pass). Transitive chains A~B~C land in one cluster even when A and C never
+join each batch into a union-find forest over those documents (`union_pairs` in
+minhash.py: the roots a batch touches are joined by scipy's connected components, so the
+work per batch follows the batch, not the corpus). Transitive chains A~B~C land in one cluster even when A and C never
 shared a band; a pair found in several partitions joins nothing the second time.
 
 Kept member rule: the document with the smallest reference `shard_index << 32 | row`,
@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from stages.dedup.minhash import (
     SHARDS_TABLE,
+    cluster_roots,
     commit_json,
     commit_table,
     files_under,
@@ -78,9 +79,11 @@ class MinhashClusters(Stage):
         for a, b in _pair_batches(task.inputs):
             docs = np.union1d(docs, np.concatenate([a, b]))
             pair_rows += len(a)
-        labels = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
+        parent = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
         for a, b in _pair_batches(task.inputs):
-            labels = union_pairs(labels, np.searchsorted(docs, a), np.searchsorted(docs, b))
+            union_pairs(parent, np.searchsorted(docs, a), np.searchsorted(docs, b))
+        labels = cluster_roots(parent)
+        del parent
         sizes = np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
         table = pa.table({
             "doc": pa.array(docs, pa.uint64()),

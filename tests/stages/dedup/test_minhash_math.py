@@ -12,6 +12,7 @@ from stages.dedup import minhash
 from stages.dedup.minhash import (
     MinHasher,
     candidate_pairs,
+    cluster_roots,
     connected_clusters,
     exact_jaccard,
     gather_sets,
@@ -126,10 +127,10 @@ def test_union_pairs_in_any_batches_matches_a_plain_union_find():
     expected = [find(x) for x in range(n)]
     assert len(set(expected)) < n - 100  # many joins, long chains among them
     for batch in (1, 7, 64, 300):
-        labels = np.arange(n, dtype=np.int32)
+        parent = np.arange(n, dtype=np.int32)
         for lo in range(0, len(a), batch):
-            labels = union_pairs(labels, a[lo: lo + batch], b[lo: lo + batch])
-        assert labels.tolist() == expected, batch
+            union_pairs(parent, a[lo: lo + batch], b[lo: lo + batch])
+        assert cluster_roots(parent).tolist() == expected, batch
 
 
 def test_exact_jaccard_of_gathered_sets_matches_python_sets():
