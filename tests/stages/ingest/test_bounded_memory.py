@@ -186,3 +186,91 @@ def test_long_garbage_is_skipped_in_one_record_with_a_prefix():
                                                         data[offsets[1]:]), 10**8, 1000))]
     assert [getattr(i, "reason", "kept") for i in items] == ["kept", "garbage", "kept"]
     assert len(items[1].doc.text) == 1000 and str(len(junk)) in items[1].error
+
+
+# ---------------------------------------------------------------------------------------
+# `ingest` (jsonl, txt, parquet): one record at a time, never past max_record_bytes
+
+
+def ingest(tmp_path: Path, name: str, **params) -> tuple[list[dict], list[dict], dict]:
+    from pipeline import run
+
+    config = {"name": "i", "run_dir": str(tmp_path / "run"), "stages": {"ingest": {
+        "kind": "ingest", "max_error_fraction": 1.0,
+        "params": {"paths": [str(tmp_path / name)], "rejected_prefix_bytes": 100, **params}}}}
+    run(config, force=["ingest"])
+    stage = tmp_path / "run" / "ingest"
+    return (rows(stage, "shards"), rows(stage, "rejected"),
+            json.loads((stage / "stats.json").read_text()))
+
+
+def test_jsonl_line_over_the_cap_is_skipped_with_a_prefix(tmp_path):
+    big = json.dumps({"text": "x" * 50_000}) + "\n"
+    lines = [json.dumps({"text": f"doc {i}"}) + "\n" for i in range(3)]
+    with gzip.open(tmp_path / "in.jsonl.gz", "wt") as f:
+        f.write(lines[0] + big + lines[1] + big.rstrip("\n") + " \r\n" + lines[2] + big.rstrip())
+    kept, rejected, stats = ingest(tmp_path, "in.jsonl.gz", max_record_bytes=1000)
+    assert [(r["id"], r["text"]) for r in kept] == [
+        ("in.jsonl.gz#0", "doc 0"), ("in.jsonl.gz#2", "doc 1"), ("in.jsonl.gz#4", "doc 2")]
+    assert [r["id"] for r in rejected] == ["in.jsonl.gz#1", "in.jsonl.gz#3", "in.jsonl.gz#5"]
+    assert all(r["reason"] == "oversize:record" and r["text"] == big[:100] for r in rejected)
+    assert [json.loads(r["metadata"])["record_bytes"] for r in rejected] == \
+        [len(big), len(big) + 2, len(big) - 1]
+    assert stats["dropped"] == {"oversize:record": 3} and stats["errors"] == {}
+
+
+def old_split(text: str, mode: str) -> list[str]:
+    """What txt_split did when it read the whole file (the streamed reader must agree)."""
+    if mode == "paragraph":
+        return [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("mode", ["paragraph", "line"])
+def test_txt_streams_paragraphs_and_lines_as_the_whole_file_split_did(tmp_path, mode):
+    text = ("first para\r\nstill first\r\n\r\n\n\nsecond\x0cwith form feed\n \n"
+            "third after a space line\n\n\n\n  fourth  \nlast line without newline")
+    (tmp_path / "t.txt").write_bytes(text.encode())
+    kept, rejected, _ = ingest(tmp_path, "t.txt", txt_split=mode)
+    assert [r["text"] for r in kept] == old_split(text, mode) and rejected == []
+    assert [r["id"] for r in kept] == [f"t.txt#{i}" for i in range(len(kept))]
+
+
+@pytest.mark.parametrize("mode", ["file", "paragraph", "line"])
+def test_txt_record_over_the_cap(tmp_path, mode):
+    long = "word " * 400  # 2000 bytes, one line
+    (tmp_path / "t.txt").write_text(f"short one\n\n{long}\n{long}\n\nshort two\n")
+    kept, rejected, stats = ingest(tmp_path, "t.txt", txt_split=mode, max_record_bytes=3000)
+    expected_kept = {"file": [], "paragraph": ["short one", "short two"],
+                     "line": ["short one", long, long, "short two"]}[mode]
+    assert [r["text"] for r in kept] == expected_kept
+    if mode == "line":
+        assert rejected == []
+    else:
+        [big] = rejected
+        assert big["reason"] == "oversize:record" and len(big["text"]) == 100
+        size = {"file": 4024, "paragraph": 4002}[mode]
+        assert json.loads(big["metadata"])["record_bytes"] == size
+        assert stats["in"] == len(expected_kept) + 1
+
+
+def test_parquet_oversize_rows_and_row_groups(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table({"text": ["small", "y" * 5000, "small again", "z" * 5000, "tail"]})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=2)
+    kept, rejected, stats = ingest(tmp_path, "in.parquet", max_record_bytes=1000)
+    assert [r["text"] for r in kept] == ["small", "small again", "tail"]
+    assert [(r["id"], r["reason"]) for r in rejected] == [("in.parquet#1", "oversize:record"),
+                                                          ("in.parquet#3", "oversize:record")]
+    assert rejected[0]["text"] == "y" * 100
+    # a row group whose declared size is over the cap is never read
+    meta = pq.ParquetFile(tmp_path / "in.parquet").metadata
+    smaller = min(meta.row_group(i).total_byte_size for i in range(2))
+    assert meta.row_group(2).total_byte_size < smaller
+    kept, rejected, stats = ingest(tmp_path, "in.parquet", max_record_bytes=10_000,
+                                   max_row_group_bytes=smaller - 1)
+    assert [r["text"] for r in kept] == ["tail"]
+    assert [(r["id"], r["reason"]) for r in rejected] == [
+        ("in.parquet#0-1", "oversize:row_group"), ("in.parquet#2-3", "oversize:row_group")]
+    assert stats["errors"] == {"oversize:row_group": 2}
