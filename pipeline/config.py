@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.stage import PHASE_SEPARATOR, CompositeStage, Params, Phase, phase_name
+from pipeline.storage import StorageError, run_location
 
 
 class ConfigError(ValueError):
@@ -94,7 +95,8 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.run.run_dir or f"runs/{self.run.name}")
+        """A local `Path`, or a `UPath` when run_dir is a URL (pipeline/storage.py)."""
+        return run_location(self.run.run_dir or f"runs/{self.run.name}")
 
 
 def _duplicate_keys(node: yaml.Node, path: str = "") -> list[str]:
@@ -219,6 +221,11 @@ def config_from_dict(raw: Any, stage_class_for: Callable[[str], type],
         raise ConfigError(_format_pydantic(f"{path}: ", err)) from None
     if not run.stages:
         raise ConfigError(f"{path}: stages: at least one stage is needed")
+    if run.run_dir is not None:
+        try:
+            run_location(run.run_dir)
+        except StorageError as exc:
+            raise ConfigError(f"{path}: run_dir: {exc}") from None
 
     loaded: dict[str, LoadedStage] = {}
     for name, stage in run.stages.items():

@@ -13,13 +13,13 @@ the manifest complete.
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.artifacts import STATS, TMP_MARK, write_json_atomic
 from pipeline.manifest import Manifest
 from pipeline.config import Config, ConfigError, LoadedStage
@@ -43,20 +43,25 @@ class StageOutcome:
 
 
 def stage_input(run_dir: Path, name: str) -> StageInput:
-    stage_dir = run_dir / name
+    stage_dir = _absolute(run_dir / name)
     manifest = Manifest.load(stage_dir)
     if manifest is None or not manifest.complete:
         raise StageFailed(f"stage '{name}': its output is not complete in {stage_dir}")
     return StageInput(
         name=name,
         kind=manifest.data["kind"],
-        directory=stage_dir.resolve(),
-        files=tuple(str((stage_dir / p).resolve()) for p in manifest.files()),
+        directory=stage_dir,
+        files=tuple(str(stage_dir / p) for p in manifest.files()),
     )
 
 
 def build_stage(run_dir: Path, spec: LoadedStage) -> Stage:
-    return spec.stage_class(spec.name, spec.params, (run_dir / spec.name).resolve())
+    return spec.stage_class(spec.name, spec.params, _absolute(run_dir / spec.name))
+
+
+def _absolute(path: Path) -> Path:
+    """Local paths resolved (tasks may run in another working directory); URLs as they are."""
+    return path.resolve() if storage.is_local(path) else path
 
 
 def stage_cache_keys(config: Config) -> dict[str, str]:
@@ -84,7 +89,6 @@ def run_config(
     if run_dir is not None:
         config.run.run_dir = str(run_dir)
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     graph = {n: s.inputs for n, s in config.stages.items()}
     for name in [*(force or []), *([until] if until else [])]:
         if name not in graph:
@@ -119,14 +123,14 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         return StageOutcome(spec.name, "skipped", key, _total(manifest))
 
     if manifest is None or manifest.data["cache_key"] != key or forced:
-        if stage_dir.exists():
-            shutil.rmtree(stage_dir)
+        storage.remove_tree(stage_dir)
         manifest = Manifest.new(stage_dir, spec.name, spec.config.kind,
                                 spec.stage_class.version, key, spec.stage_class.declared())
         status = "ran"
     else:
         status = "resumed"
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    if storage.is_local(stage_dir):
+        stage_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(run_dir, spec)
     _remove_uncommitted(stage_dir, manifest, stage.scratch_dirs)
 
@@ -181,16 +185,16 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
 def _remove_uncommitted(stage_dir: Path, manifest: Manifest, scratch_dirs: tuple[str, ...]) -> None:
     """Delete temp files and files no manifest entry vouches for (a killed run's leftovers)."""
     committed = set(manifest.files())
-    for path in stage_dir.rglob("*"):
-        if not path.is_file() or path.parent == stage_dir:
-            continue  # manifest, stats and logs live at the top of the stage directory
+    for path in storage.files_under(stage_dir):
         rel = path.relative_to(stage_dir).as_posix()
+        if "/" not in rel:  # manifest, journal, stats and logs live at the top
+            if TMP_MARK in path.name:
+                storage.remove(path)
+            continue
         if rel.split("/", 1)[0] in scratch_dirs:
             continue
         if TMP_MARK in path.name or rel not in committed:
-            path.unlink()
-    for path in stage_dir.glob(f"*{TMP_MARK}*"):
-        path.unlink()
+            storage.remove(path)
 
 
 def _total(manifest: Manifest) -> Counts:
