@@ -1,8 +1,10 @@
-"""Dedup benchmark: accuracy against exact Jaccard, signature speed, and a 1M-document scale run.
+"""Dedup benchmark: accuracy against exact Jaccard, signature speed, a 1M-document scale run
+and the memory bounds of the phases that see the whole corpus.
 
-    python bench/dedup.py                 # all three parts
+    python bench/dedup.py                 # accuracy, speed and scale
     python bench/dedup.py accuracy speed  # some of them
     python bench/dedup.py scale --scale-docs 200000
+    python bench/dedup.py exact-memory clusters-memory --bound-docs 1000000
 
 accuracy: 20k generated documents (10k random base texts of 100-300 words and one planted
   variant each, made by substituting words so that the 5-gram Jaccard lands uniformly in
@@ -17,6 +19,12 @@ speed: MinHash signatures per second on one core, on the same documents in the s
 scale: N (default 1M) short documents through ingest, exact_dedup and the four minhash
   phases (default params: exact verification), each phase in its own process: wall time
   and peak resident memory.
+exact-memory: N (default 1M) documents through exact_dedup with 1, 4 and 16 partitions,
+  each phase in its own process: the duplicates phase's peak RSS falls with the partition
+  count (docs / partitions per task), the per-shard phases do not depend on N.
+clusters-memory: synthetic minhash_buckets output (N clustered documents in clusters of
+  4, 2 to 32 pair rows per document, 16 partition files) through one minhash_clusters
+  task: peak RSS stays flat as pairs grow and grows with clustered documents.
 
 Timings depend on the machine and its load; they are printed, never asserted.
 """
@@ -268,14 +276,39 @@ def speed(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- scale
 
-PHASES = ["ingest", "exact_dedup", "signatures", "buckets", "clusters", "filter"]
+PHASES = ["ingest", "exact.fingerprints", "exact.duplicates", "exact", "signatures", "buckets",
+          "clusters", "filter"]
+
+
+def write_scale_corpus(directory: Path, n: int, seed: int = 3) -> None:
+    """n documents of 40 words; 10% copy an earlier one, half of those with the last word
+    changed (5-gram Jaccard 35/37 = 0.95): exact and near copies."""
+    rng = np.random.default_rng(seed)
+    vocab = make_vocab(30000, seed)
+    directory.mkdir(parents=True)
+    chunk = 100_000
+    for part, lo in enumerate(range(0, n, chunk)):
+        size = min(chunk, n - lo)
+        matrix = rng.integers(0, len(vocab), (size, 40))
+        copies = rng.random(size) < 0.1
+        sources = rng.integers(0, size, size)
+        matrix[copies] = matrix[sources[copies]]
+        edit = copies & (rng.random(size) < 0.5)
+        matrix[edit, -1] = rng.integers(0, len(vocab), int(edit.sum()))
+        texts = [" ".join(row) for row in vocab[matrix]]
+        ids = [f"doc{lo + k:08d}" for k in range(size)]
+        pq.write_table(pa.table({"id": ids, "text": texts}), directory / f"part{part:03d}.parquet")
+
+
+def ingest_stage(work: Path) -> dict:
+    return {"kind": "ingest", "params": {"paths": [str(work / "corpus" / "*.parquet")],
+                                         "id_field": "id", "shard_size": 50000}}
 
 
 def scale_config(work: Path) -> dict:
     return {"name": "bench-scale", "run_dir": str(work / "run"), "stages": {
-        "ingest": {"kind": "ingest", "params": {"paths": [str(work / "corpus" / "*.parquet")],
-                                                "id_field": "id", "shard_size": 50000}},
-        "exact_dedup": {"kind": "exact_dedup", "inputs": ["ingest"]},
+        "ingest": ingest_stage(work),
+        "exact": {"kind": "exact_dedup", "inputs": ["ingest"], "params": {"partitions": 16}},
         "signatures": {"kind": "minhash_signatures", "inputs": ["ingest"], "params": {"partitions": 16}},
         "buckets": {"kind": "minhash_buckets", "inputs": ["signatures"]},
         "clusters": {"kind": "minhash_clusters", "inputs": ["buckets"]},
@@ -303,75 +336,180 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def child(*argv: str) -> dict:
+    """Run this script's child mode `argv` in a fresh process; its last line as JSON."""
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode:
+        print(out.stderr[-3000:])
+        raise SystemExit(f"{argv} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def baseline_mb() -> float:
+    return float(child("_baseline"))
+
+
 def scale(args: argparse.Namespace) -> None:
     n = args.scale_docs
-    rng = np.random.default_rng(3)
-    vocab = make_vocab(30000, 3)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "corpus").mkdir()
         start = time.perf_counter()
-        words_per_doc = 40
-        dup_share = 0.1
-        chunk = 100_000
-        for part, lo in enumerate(range(0, n, chunk)):
-            size = min(chunk, n - lo)
-            matrix = rng.integers(0, len(vocab), (size, words_per_doc))
-            # 10% of documents copy an earlier one; half of those change their last word
-            # (5-gram Jaccard 35/37 = 0.95 for 40 words): exact and near copies.
-            copies = rng.random(size) < dup_share
-            sources = rng.integers(0, size, size)
-            matrix[copies] = matrix[sources[copies]]
-            edit = copies & (rng.random(size) < 0.5)
-            matrix[edit, -1] = rng.integers(0, len(vocab), int(edit.sum()))
-            texts = [" ".join(row) for row in vocab[matrix]]
-            ids = [f"doc{lo + k:08d}" for k in range(size)]
-            pq.write_table(pa.table({"id": ids, "text": texts}), work / "corpus" / f"part{part:03d}.parquet")
-            del texts, ids, matrix
-        print(f"\n## scale: {n:,} documents of {words_per_doc} words, ~{dup_share:.0%} exact or near copies "
+        write_scale_corpus(work / "corpus", n)
+        print(f"\n## scale: {n:,} documents of 40 words, ~10% exact or near copies "
               f"(generated in {time.perf_counter() - start:.0f}s), local executor, one process per phase")
         config_path = work / "config.json"
         config_path.write_text(json.dumps(scale_config(work)))
         print("| phase | wall s | docs/s | peak RSS MB | in | kept |\n|---|---|---|---|---|---|")
         for phase in PHASES:
-            out = subprocess.run(
-                [sys.executable, __file__, "_phase", str(config_path), phase],
-                capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-            if out.returncode:
-                print(out.stderr[-3000:])
-                raise SystemExit(f"phase {phase} failed")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result = child("_phase", str(config_path), phase)
             c = result["counts"]
             print(f"| {phase} | {result['wall']:.1f} | {n / result['wall']:,.0f} | "
                   f"{result['peak_mb']:.0f} | {c['in']:,} | {c['kept']:,} |")
-        baseline = subprocess.run(
-            [sys.executable, __file__, "_baseline"], capture_output=True, text=True)
-        print(f"(a process that only imports the engine peaks at {float(baseline.stdout):.0f} MB)")
+        print(f"(a process that only imports the engine peaks at {baseline_mb():.0f} MB)")
+
+
+# ---------------------------------------------------------------- memory bounds
+
+def exact_bound(args: argparse.Namespace) -> None:
+    """exact_dedup's phases on one corpus with 1, 4 and 16 partitions, one process each."""
+    n = args.bound_docs
+    partitions = (1, 4, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_scale_corpus(work / "corpus", n)
+        stages: dict = {"ingest": ingest_stage(work)}
+        for p in partitions:
+            stages[f"exact_p{p}"] = {"kind": "exact_dedup", "inputs": ["ingest"],
+                                     "params": {"partitions": p}}
+        config_path = work / "config.json"
+        config_path.write_text(json.dumps({"name": "bench-exact", "run_dir": str(work / "run"),
+                                           "stages": stages}))
+        child("_phase", str(config_path), "ingest")
+        base = baseline_mb()
+        print(f"\n## exact_dedup memory: {n:,} documents (shards of 50,000), peak RSS per phase "
+              f"process; the engine alone: {base:.0f} MB")
+        print("| partitions | fingerprints MB | duplicates MB | filter MB | duplicates s | "
+              "docs per duplicates task | duplicates MB above the engine, per 1M docs in a task |"
+              "\n|---|---|---|---|---|---|---|")
+        for p in partitions:
+            name = f"exact_p{p}"
+            peaks = {}
+            for phase in (f"{name}.fingerprints", f"{name}.duplicates", name):
+                peaks[phase] = child("_phase", str(config_path), phase)
+            dup = peaks[f"{name}.duplicates"]
+            per_task = dup["counts"]["in"] / p
+            print(f"| {p} | {peaks[f'{name}.fingerprints']['peak_mb']:.0f} | {dup['peak_mb']:.0f} | "
+                  f"{peaks[name]['peak_mb']:.0f} | {dup['wall']:.1f} | {per_task:,.0f} | "
+                  f"{(dup['peak_mb'] - base) / per_task * 1e6:.0f} |")
+
+
+def write_pairs(work: Path, docs: int, pair_rows: int, files: int = 16) -> tuple[list[str], list[str]]:
+    """Synthetic minhash_buckets output: `docs` documents in clusters of 4 over 20 id shards,
+    every one in a pair (a star per cluster), and random pairs inside clusters up to
+    `pair_rows`, spread over `files` partition files. Returns (pair files, shards)."""
+    rng = np.random.default_rng(5)
+    shards, per_shard = 20, -(-docs // 20)
+    shard_paths = []
+    for s in range(shards):
+        rows = min(per_shard, docs - s * per_shard)
+        path = work / f"shard{s:02d}.parquet"
+        ids = pa.array([f"doc{s * per_shard + r:09d}" for r in range(rows)])
+        pq.write_table(pa.table({"id": ids}), path)
+        shard_paths.append(str(path))
+    position = np.arange(docs, dtype=np.int64)
+    refs = (np.uint64(1) << np.uint64(32)) * (position // per_shard).astype(np.uint64) + (
+        position % per_shard).astype(np.uint64)
+    members = rng.permutation(docs)  # cluster c is members[4c: 4c + 4]
+    clusters = docs // 4
+    star_b = members[: clusters * 4].reshape(clusters, 4)
+    a = np.repeat(star_b[:, 0], 3)
+    b = star_b[:, 1:].reshape(-1)
+    extra = max(pair_rows - len(a), 0)
+    c = rng.integers(0, clusters, extra)
+    i, j = rng.integers(0, 4, extra), rng.integers(0, 4, extra)
+    j = np.where(i == j, (j + 1) % 4, j)
+    a = np.concatenate([a, star_b[c, i]])
+    b = np.concatenate([b, star_b[c, j]])
+    ra, rb = refs[a], refs[b]
+    ra, rb = np.minimum(ra, rb), np.maximum(ra, rb)
+    part = rng.integers(0, files, len(ra))
+    pair_paths = []
+    for f in range(files):
+        mask = part == f
+        path = work / f"pairs-p{f:05d}.parquet"
+        pq.write_table(pa.table({"a": ra[mask], "b": rb[mask]}), path)
+        pair_paths.append(str(path))
+    return pair_paths, shard_paths
+
+
+def run_clusters(spec_path: str) -> None:
+    """Child process: one minhash_clusters task over the synthetic pairs."""
+    from pipeline.stage import Task
+    from stages.dedup.minhash_clusters import MinhashClusters, MinhashClustersParams
+
+    spec = json.loads(Path(spec_path).read_text())
+    stage = MinhashClusters("clusters", MinhashClustersParams(), Path(spec["stage_dir"]))
+    task = Task(name="clusters", inputs=tuple(spec["pairs"]),
+                payload=(("shards", tuple(spec["shards"])), ("shards_table", {"shards": []})))
+    start = time.perf_counter()
+    result = stage.run_task(task)
+    print(json.dumps({"wall": time.perf_counter() - start, "peak_mb": peak_rss_mb(),
+                      "info": result.info}))
+
+
+def clusters_bound(args: argparse.Namespace) -> None:
+    """minhash_clusters' peak RSS as pairs grow at fixed documents, and as documents grow."""
+    d = args.bound_docs
+    grid = [(d, 2 * d), (d, 8 * d), (d, 32 * d), (2 * d, 4 * d), (4 * d, 8 * d)]
+    base = baseline_mb()
+    print(f"\n## minhash_clusters memory: synthetic pairs (clusters of 4, 16 partition files), "
+          f"one process per run; the engine alone: {base:.0f} MB")
+    print("| clustered docs | pair rows | wall s | peak RSS MB | MB above the engine per 1M docs |"
+          "\n|---|---|---|---|---|")
+    for docs, pair_rows in grid:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            pairs, shards = write_pairs(work, docs, pair_rows)
+            spec = work / "spec.json"
+            spec.write_text(json.dumps({"pairs": pairs, "shards": shards,
+                                        "stage_dir": str(work / "stage")}))
+            result = child("_clusters", str(spec))
+        assert result["info"]["docs_in_clusters"] == docs
+        print(f"| {docs:,} | {result['info']['pair_rows']:,} | {result['wall']:.1f} | "
+              f"{result['peak_mb']:.0f} | {(result['peak_mb'] - base) / docs * 1e6:.0f} |")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_phase":
         run_phase(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_clusters":
+        run_clusters(sys.argv[2])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
         import pipeline.runner  # noqa: F401  what every phase process imports before it works
         import scipy.sparse  # noqa: F401
         print(peak_rss_mb())
         return
+    parts = {"accuracy": accuracy, "speed": speed, "scale": scale, "exact-memory": exact_bound,
+             "clusters-memory": clusters_bound}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["accuracy", "speed", "scale"],
-                        choices=["accuracy", "speed", "scale"])
+                        choices=list(parts))
     parser.add_argument("--accuracy-docs", type=int, default=20000)
     parser.add_argument("--speed-docs", type=int, default=20000)
     parser.add_argument("--slow-docs", type=int, default=2000,
                         help="documents given to datatrove and datasketch (they are slow)")
     parser.add_argument("--scale-docs", type=int, default=1_000_000)
+    parser.add_argument("--bound-docs", type=int, default=1_000_000,
+                        help="documents of exact-memory; clustered documents of clusters-memory "
+                             "(it also runs 2x and 4x that)")
     parser.add_argument("--no-datasketch", action="store_true",
                         help="skip the datasketch MinHashLSH accuracy reference")
     args = parser.parse_args()
     for part in args.parts:
-        {"accuracy": accuracy, "speed": speed, "scale": scale}[part](args)
+        parts[part](args)
 
 
 if __name__ == "__main__":
