@@ -173,6 +173,27 @@ def test_fingerprints_are_split_by_hash_and_duplicates_by_source_shard(tmp_path)
     assert listed == len(rejected) > 0
 
 
+def test_a_killed_run_redoes_only_the_missing_partition_with_identical_output(tmp_path):
+    write_corpus(tmp_path / "corpus", random_records(seed=6, n=150))
+    cfg = config(tmp_path, shard_size=40, partitions=3)
+    run(cfg, executor="local")
+    run_dir = tmp_path / "run"
+    before = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*.parquet")}
+    # Simulate a kill in the duplicates phase: one partition never recorded, its files orphaned.
+    manifest_path = run_dir / "exact.duplicates" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["complete"] = False
+    del manifest["tasks"]["p00001"]
+    manifest_path.write_text(json.dumps(manifest))
+    outcomes = {o.name: o.status for o in run(cfg, executor="local")}
+    assert outcomes == {"ingest": "skipped", "exact.fingerprints": "skipped",
+                        "exact.duplicates": "resumed", "exact": "skipped"}
+    after = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*.parquet")}
+    assert after == before
+    assert sorted(json.loads(manifest_path.read_text())["tasks"]) == [
+        "p00000", "p00001", "p00002", "shards"]
+
+
 def test_filter_refuses_doc_inputs_other_than_the_fingerprinted_ones(tmp_path):
     write_corpus(tmp_path / "corpus")
     cfg = config(tmp_path)
