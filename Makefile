@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/lmforge report runs/demo
 
 # Headless Chromium renders the run report in one test; installed where apt-get can.
-# lint-imports first: the import rules of DESIGN.md "Layout" (pyproject.toml, tool.importlinter).
+# lint-imports first: who may import whom (README "Layout"; pyproject.toml, tool.importlinter).
 test: $(STAMP)
 	command -v chromium >/dev/null || { command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q chromium; } || true
 	$(BIN)/lint-imports

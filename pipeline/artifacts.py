@@ -1,6 +1,6 @@
 """Files a stage leaves behind, written so that a kill at any moment loses nothing done.
 
-Commit protocol (DESIGN.md "Commit"): a file is written whole to a local temporary file,
+Commit protocol: a file is written whole to a local temporary file,
 then committed in one step (`pipeline/storage.py`: fsync and rename on local disk, one
 upload on an object store, where no partial object is ever visible), and only then
 recorded in the stage's `manifest.json`. The manifest entry, with the file's sha256,

@@ -6,7 +6,7 @@ join, list, read and delete with the same calls wherever the run directory is. A
 filesystem is not installed is an error that names the extra to install, never a local
 folder named `s3:`.
 
-Writing keeps DESIGN.md's commit promise on stores without rename. Every file is first
+Writing keeps the commit promise on stores without rename. Every file is first
 written whole to a local temporary file (`local_tmp_for`): beside its final name on local
 disk, in this process's temp folder otherwise. `commit` then makes it visible in one step:
 local disk fsyncs, renames over the final name and fsyncs the folder; an object store gets

@@ -15,7 +15,7 @@ from pipeline.runner import run_config, stage_cache_keys
 from pipeline.stage import CompositeStage, DocStage, Params, Phase, phase_name
 from pipeline.status import format_status, run_status
 from stages import stage_class_for
-from tests.pipeline.corpus import write_corpus
+from tests.pipeline.conftest import write_corpus
 
 
 class TagParams(Params):

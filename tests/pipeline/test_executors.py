@@ -16,7 +16,7 @@ import yaml
 import pipeline
 from stages import STAGE_KINDS
 from tests.conftest import shard_bytes
-from tests.pipeline.corpus import write_corpus, write_malformed
+from tests.pipeline.conftest import write_corpus, write_malformed
 
 
 def config_for(tmp_path, run_dir, corpus, shard_size=40):
@@ -48,7 +48,7 @@ def test_local_and_dask_outputs_are_byte_identical(tmp_path):
 
 
 def test_dask_worker_killed_mid_stage(tmp_path, monkeypatch):
-    monkeypatch.setitem(STAGE_KINDS, "die_once", "tests.pipeline.faulty:DieOnce")
+    monkeypatch.setitem(STAGE_KINDS, "die_once", "tests.pipeline.conftest:DieOnce")
     corpus = write_corpus(tmp_path / "corpus", files=4, docs_per_file=60)
 
     def config(run_dir):

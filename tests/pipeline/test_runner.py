@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.config import ConfigError
 from pipeline.runner import StageFailed
 from tests.conftest import shard_bytes
-from tests.pipeline.corpus import write_corpus, write_malformed
+from tests.pipeline.conftest import write_corpus, write_malformed
 
 
 def two_stage(tmp_path, min_words=10, **ingest):

@@ -12,7 +12,7 @@ import pipeline
 from model.token_shards import TokenShard
 from model.cli import BAD_INPUT, register
 from model.inspect_shards import inspect_shards
-from tests.stages.tokens.tokenizer_corpus import documents, pipeline_config, write_corpus
+from tests.stages.tokens.conftest import documents, pipeline_config, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pipeline.artifacts import read_doc_shard
 from pipeline.stage import StageInput
 from stages.tokens.tokenize import Tokenize, TokenizeParams
 from tests.conftest import shard_bytes
-from tests.stages.tokens.tokenizer_corpus import documents, pipeline_config, write_corpus
+from tests.stages.tokens.conftest import documents, pipeline_config, write_corpus
 
 N_SPECIALS = 7
 BOS_ID, EOS_ID = 0, 1

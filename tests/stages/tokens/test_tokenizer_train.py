@@ -19,7 +19,7 @@ from stages.tokens.train_tokenizer import (
     PAD,
     choose_buckets,
 )
-from tests.stages.tokens.tokenizer_corpus import EDGE_TEXTS, documents, fixture_texts, pipeline_config, write_corpus
+from tests.stages.tokens.conftest import EDGE_TEXTS, documents, fixture_texts, pipeline_config, write_corpus
 
 
 def train(tmp: Path, name: str, shard_size: int = 40, **params) -> Path:

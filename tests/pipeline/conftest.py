@@ -1,11 +1,19 @@
-"""Generated corpora for engine tests: jsonl files with a few planted bad records."""
+"""Engine test helpers: generated corpora (jsonl files with a few planted bad records) and
+`DieOnce`, a stage whose worker process dies (SIGKILL) the first time it sees a marker id."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import signal
 from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.documents import Document
+from pipeline.stage import DocStage, Params
 
 WORDS = ("the quick brown fox jumps over lazy dog river stone light bread city garden "
          "music paper window storm silver market winter harbour candle mirror").split()
@@ -55,3 +63,21 @@ def write_malformed(root: Path) -> dict[str, int]:
         "truncated_file": 1,
         "unreadable_file": 1,
     }
+
+
+class DieOnceParams(Params):
+    marker: str  # a file path: absent -> create it and die; present -> behave
+    victim_id: str
+
+
+class DieOnce(DocStage):
+    kind = "die_once"
+    Params = DieOnceParams
+    score_columns = {"length": pa.int64()}
+
+    def apply(self, doc: Document) -> Document:
+        if doc.id == self.params.victim_id and not Path(self.params.marker).exists():
+            Path(self.params.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        doc.columns["length"] = len(doc.text)
+        return doc

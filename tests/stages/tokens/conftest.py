@@ -1,4 +1,4 @@
-"""A multilingual corpus and configs for the tokenizer and token-shard tests.
+"""Tokenizer and token-shard test helpers: a multilingual corpus and configs.
 
 The corpus is the vim tutorial excerpts in tests/data/multilingual (16 languages, Latin,
 Cyrillic, Greek, CJK and Hangul scripts) cut into paragraphs, plus documents that stress
