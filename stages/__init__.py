@@ -1,7 +1,11 @@
-"""Stage kinds: one module and one class each. Config `kind:` names map to them here.
+"""Stage kinds, grouped by family: ingest/, crawl/, filters/, dedup/, tokens/, training/.
 
-Modules are imported only when a config uses their kind, so a stage's optional
-dependencies (fastText, trafilatura, ...) are needed only by runs that use it.
+Each kind is one class in one module of its family, with the family's helpers beside it;
+a family imports pipeline/ and its own modules, never another family. `STAGE_KINDS` maps
+config `kind:` names to classes; pipeline/cli.py hands `stage_class_for` to the config
+loader (the engine itself never imports this package). Modules are imported only when a
+config uses their kind, so a stage's optional dependencies (fastText, trafilatura, ...)
+are needed only by runs that use it.
 """
 
 from __future__ import annotations
