@@ -269,7 +269,8 @@ class _Stream:
         return skipped
 
     def take(self, n: int) -> bytes:
-        out = bytes(self.buf[:n])
+        with memoryview(self.buf) as view:
+            out = bytes(view[:n])  # one copy (slicing the bytearray first would make two)
         del self.buf[:n]
         self.pos += n
         return out
