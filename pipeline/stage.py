@@ -14,7 +14,7 @@ replaces, before any cache key is computed, by the stages it is made of (its pha
 
     class MinhashDedup(CompositeStage):
         kind = "minhash_dedup"
-        Params = MinhashDedupParams          # one params block, validated like any stage's
+        Params = ...                         # one params block, validated like any stage's
 
         @classmethod
         def expand(cls, name, params, inputs):

@@ -24,21 +24,19 @@ from stages.dedup.minhash_filter import MinhashFilterParams
 from stages.dedup.minhash_signatures import MinhashSignaturesParams
 
 
-class MinhashDedupParams(MinhashSignaturesParams, MinhashBucketsParams,
-                         MinhashClustersParams, MinhashFilterParams):
-    pass
-
-
 class MinhashDedup(CompositeStage):
     kind = "minhash_dedup"
-    Params = MinhashDedupParams
+
+    class Params(MinhashSignaturesParams, MinhashBucketsParams, MinhashClustersParams,
+                 MinhashFilterParams):
+        """Every phase's keys in one block, with the phases' defaults and checks."""
 
     @classmethod
     def expand(cls, name: str, params: Params, inputs: list[str]) -> list[Phase]:
-        if len(inputs) != 1:
-            raise ValueError(f"inputs: needs exactly one doc stage to deduplicate; got {inputs}")
         signatures, buckets, clusters = (phase_name(name, part)
                                          for part in ("signatures", "buckets", "clusters"))
+        if len(inputs) != 1:
+            raise ValueError(f"inputs: needs exactly one doc stage to deduplicate; got {inputs}")
         return [
             Phase(signatures, "minhash_signatures", (inputs[0],),
                   params_for(MinhashSignaturesParams, params)),

@@ -18,15 +18,13 @@ from stages import stage_class_for
 from tests.pipeline.conftest import write_corpus
 
 
-class TagParams(Params):
-    mark: str
-
-
 class Tag(DocStage):
-    """Appends `mark` to the document's `marks` column."""
+    """Appends its `mark` param to the document's `marks` column."""
+
+    class Params(Params):
+        mark: str
 
     kind = "tag"
-    Params = TagParams
     score_columns = {"marks": pa.string()}
 
     def apply(self, doc: Document) -> Document:

@@ -56,24 +56,16 @@ def test_unknown_top_level_key(tmp_path):
     assert "executr: unknown key" in msg
 
 
-def test_unknown_stage_key(tmp_path):
-    msg = error_for(tmp_path, GOOD.replace("    inputs: [ingest]", "    input: [ingest]"))
-    assert "stage 'clean'" in msg and "input: unknown key" in msg
-
-
-def test_unknown_param_key(tmp_path):
-    msg = error_for(tmp_path, GOOD.replace("min_chars: 10", "min_char: 10"))
-    assert "stage 'clean'" in msg and "params.min_char: unknown key" in msg
-
-
-def test_wrong_type(tmp_path):
-    msg = error_for(tmp_path, GOOD.replace("min_chars: 10", "min_chars: ten"))
-    assert "stage 'clean'" in msg and "params.min_chars" in msg and "'ten'" in msg
-
-
-def test_wrong_type_in_stage_fields(tmp_path):
-    msg = error_for(tmp_path, GOOD.replace("inputs: [ingest]", "inputs: ingest"))
-    assert "stage 'clean'" in msg and "inputs" in msg
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("    inputs: [ingest]", "    input: [ingest]", ["input: unknown key"]),
+    ("min_chars: 10", "min_char: 10", ["params.min_char: unknown key"]),
+    ("min_chars: 10", "min_chars: ten", ["params.min_chars", "'ten'"]),
+    ("inputs: [ingest]", "inputs: ingest", ["inputs"]),
+])
+def test_stage_mistakes_name_the_stage_and_key(tmp_path, old, new, expected):
+    msg = error_for(tmp_path, GOOD.replace(old, new))
+    assert "stage 'clean'" in msg
+    assert all(part in msg for part in expected), msg
 
 
 def test_unknown_stage_kind(tmp_path):
