@@ -168,17 +168,6 @@ def _expand(where: str, name: str, composite: type[CompositeStage], params: Para
     return phases
 
 
-def load_preset(path: str | None) -> dict[str, Any]:
-    """A training preset (configs/tiny.yaml, configs/sft.yaml) as a dict; {} for None.
-    Stages that wrap model/ start from one and override it key by key."""
-    if path is None:
-        return {}
-    try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ValueError(f"preset {path!r}: {exc.strerror}") from None
-
-
 def load_config(path: str | Path, stage_class_for: Callable[[str], type]) -> Config:
     """Read, validate and order a run config; raise ConfigError on any mistake.
     `stage_class_for(kind)` gives the class of a stage kind, or raises KeyError with a

@@ -23,10 +23,8 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import commit_artifact, commit_copy, tmp_path_for
-from pipeline.config import load_preset
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
-
-MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
+from stages.training.presets import MODEL_FILES, load_preset, model_config
 
 
 class PretrainParams(Params):
@@ -49,19 +47,15 @@ class PretrainParams(Params):
 
 def training_config(params: PretrainParams, data_dir: str, out_dir: str):
     """model/'s PretrainConfig for these params; raises ValueError naming the bad key."""
-    from model.config import PretrainConfig, TrainConfigError, from_dict
+    from model.config import PretrainConfig
 
     base = load_preset(params.preset)
-    raw = {
+    return model_config(PretrainConfig, {
         "model": {**base.get("model", {}), **params.model},
         "data": {**{k: v for k, v in base.get("data", {}).items() if k in ("seq_len", "sampling")},
                  **params.data, "dir": data_dir},
         "train": {**base.get("train", {}), **params.train, "out_dir": out_dir},
-    }
-    try:
-        return from_dict(PretrainConfig, raw, "pretrain config:")
-    except TrainConfigError as exc:
-        raise ValueError(str(exc)) from None
+    }, "pretrain")
 
 
 class Pretrain(Stage):

@@ -26,10 +26,8 @@ from typing import Any
 from pydantic import model_validator
 
 from pipeline.artifacts import commit_copy
-from pipeline.config import load_preset
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
-
-MODEL_FILES = ("model.safetensors", "model.json", "tokenizer.json")
+from stages.training.presets import MODEL_FILES, load_preset, model_config
 
 
 class SFTParams(Params):
@@ -45,17 +43,13 @@ class SFTParams(Params):
 
 def sft_config(params: SFTParams, init_from: str, out_dir: str):
     """model/'s SFTConfig for these params; raises ValueError naming the bad key."""
-    from model.config import TrainConfigError, from_dict
     from model.sft import SFTConfig
 
     base = load_preset(params.preset)
-    raw = {"init_from": init_from,
-           "data": {**base.get("data", {}), **params.data},
-           "train": {**base.get("train", {}), **params.train, "out_dir": out_dir}}
-    try:
-        return from_dict(SFTConfig, raw, "sft config:")
-    except TrainConfigError as exc:
-        raise ValueError(str(exc)) from None
+    return model_config(SFTConfig, {"init_from": init_from,
+                                    "data": {**base.get("data", {}), **params.data},
+                                    "train": {**base.get("train", {}), **params.train,
+                                              "out_dir": out_dir}}, "sft")
 
 
 class SFT(Stage):
