@@ -53,11 +53,11 @@ def base_model(directory: Path, args: argparse.Namespace) -> Path:
 
 
 def train(trainer) -> tuple[dict, dict, float, float]:
-    before = trainer.evaluate_metrics()
+    before = trainer.evaluate()
     start = time.perf_counter()
     records = trainer.train()
     seconds = time.perf_counter() - start
-    after = trainer.evaluate_metrics()
+    after = trainer.evaluate()
     trainer.close()
     tokens_per_s = sum(r["tokens"] - (records[i - 1]["tokens"] if i else 0) for i, r in enumerate(records)) / seconds
     return before, after, seconds, tokens_per_s

@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="measured optimizer steps")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps (compile, allocator)")
     parser.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
-    parser.add_argument("--grad-accum-steps", type=int, default=None, help="override train.grad_accum_steps")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="override train.batch_tokens")
     parser.add_argument("--vocab-size", type=int, default=50304, help="for random shards")
     args = parser.parse_args()
 
@@ -70,8 +70,8 @@ def main() -> int:
                      "max_steps": args.steps + args.warmup, "log_every": 10**9}
         if args.batch_size:
             overrides["batch_size"] = args.batch_size
-        if args.grad_accum_steps:
-            overrides["grad_accum_steps"] = args.grad_accum_steps
+        if args.batch_tokens:
+            overrides["batch_tokens"] = args.batch_tokens
         config.train = dataclasses.replace(config.train, **overrides)
         trainer = Trainer(config)
         peak = peak_flops_for(trainer.device, config.train.peak_flops)
@@ -88,13 +88,13 @@ def main() -> int:
             if i >= args.warmup:
                 step_times.append(time.perf_counter() - start)
         fetch_start = time.perf_counter()
-        micro_batches = config.train.grad_accum_steps
+        micro_batches = trainer.grad_accum_steps
         for i in range(micro_batches * 5):
             trainer.train_data.batch(i)
         data_time = (time.perf_counter() - fetch_start) / 5
 
         step = statistics.median(step_times)
-        tokens_per_step = (config.train.batch_size * config.train.grad_accum_steps * config.data.seq_len
+        tokens_per_step = (config.train.batch_size * trainer.grad_accum_steps * config.data.seq_len
                            * trainer.world.world_size)
         tokens_per_s = tokens_per_step / step
         if trainer.device.type == "cuda":

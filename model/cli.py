@@ -172,7 +172,8 @@ def _plan(args: argparse.Namespace) -> int:
         header = (f"# Written by `lmforge plan --gpu-hours {args.gpu_hours:g} --gpu {args.gpu} "
                   f"--gpus {args.gpus}`: {p['params'] / 1e6:.1f}M parameters, "
                   f"{p['tokens'] / 1e9:.3f}B tokens, about {p['wall_hours']:.2f} h.\n"
-                  f"# batch_size is per GPU; launch with torchrun --nproc_per_node {args.gpus}.\n")
+                  f"# batch_size is the micro-batch per GPU, batch_tokens the global batch; launch with "
+                  f"torchrun --nproc_per_node {args.gpus}.\n")
         Path(args.write_config).write_text(header + yaml.safe_dump(preset, sort_keys=False))
         print(f"wrote {args.write_config}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -45,11 +45,17 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, logging and checkpointing. Batch sizes are per rank and micro-step."""
+    """Optimisation, logging and checkpointing.
+
+    ``batch_size`` is the micro-batch: sequences per rank per forward pass. ``batch_tokens``
+    is the global batch, tokens per optimizer step over all ranks; the Trainer derives the
+    gradient accumulation from it and the world size (an error when it does not divide), so
+    the same config trains the same way on 1 or 8 GPUs. None: one micro-batch per rank.
+    """
 
     out_dir: str = "runs/train"
     batch_size: int = 8
-    grad_accum_steps: int = 1
+    batch_tokens: int | None = None
     max_steps: int = 1000
     lr: float = 3e-4
     min_lr: float = 3e-5
@@ -68,18 +74,21 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     compile: bool = False
+    coordinate_descent_tuning: bool = False  # inductor searches kernel configs: slower compile, faster steps
     parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (FSDP2 fully_shard)
     resume: bool = True  # continue from the newest complete checkpoint in out_dir
     peak_flops: float | None = None  # for MFU; None: known GPUs only
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum_steps", "max_steps", "keep_checkpoints", "max_bad_steps", "log_every"):
+        for name in ("batch_size", "max_steps", "keep_checkpoints", "max_bad_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
 
@@ -155,3 +164,17 @@ def read_config(cls: type, path: str | Path) -> Any:
 def load_pretrain_config(path: str | Path) -> PretrainConfig:
     """Parse a YAML pretraining config; errors name ``path`` and the offending key."""
     return read_config(PretrainConfig, path)
+
+
+def accumulation_steps(train: TrainConfig, seq_len: int, world_size: int) -> int:
+    """Micro-batches per rank per optimizer step: ``train.batch_tokens`` over the tokens one
+    micro-batch step takes on all ranks; TrainConfigError when that does not divide."""
+    per_micro_step = train.batch_size * seq_len * world_size
+    if train.batch_tokens is None:
+        return 1
+    if train.batch_tokens % per_micro_step:
+        raise TrainConfigError(
+            f"train.batch_tokens {train.batch_tokens:,} is not a multiple of batch_size {train.batch_size} x "
+            f"seq_len {seq_len} x {world_size} rank(s) = {per_micro_step:,} tokens per micro-step; change "
+            f"batch_tokens, batch_size or the number of ranks")
+    return train.batch_tokens // per_micro_step

@@ -60,12 +60,13 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
 class DPOTrainer(PostTrainer):
     """DPO on preference pairs; ``self.reference`` is the frozen reference model."""
 
-    def __init__(self, config: DPOConfig) -> None:
-        super().__init__(config)
-        reference_path = resolve_checkpoint(config.dpo.reference or config.init_from)
+    def build_model(self) -> torch.nn.Module:
+        model = super().build_model()
+        reference_path = resolve_checkpoint(self.config.dpo.reference or self.config.init_from)
         self.reference = load_model(reference_path, self.device).eval().requires_grad_(False)
-        if self.reference.config != self.model_config:
+        if self.reference.config != model.config:
             raise CheckpointError(f"reference {reference_path} has a different model shape than {self.init_checkpoint}")
+        return model
 
     def examples(self, records: list[tuple[str, dict]]) -> list[tuple[Rendered, Rendered]]:
         pairs, dropped = [], 0
@@ -88,7 +89,7 @@ class DPOTrainer(PostTrainer):
         shifted = [shift(r.ids, r.assistant_mask, self.config.data.seq_len) for r in rendered]
         return pad([i for i, _ in shifted], self.template.pad_id), pad([t for _, t in shifted], IGNORE)
 
-    def loss_and_metrics(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    def compute_loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         inputs, targets = batch
         half = inputs.shape[0] // 2
         policy = sequence_logprobs(self.model, inputs, targets)
@@ -100,7 +101,7 @@ class DPOTrainer(PostTrainer):
         metrics = {"reward_chosen": chosen.mean(), "reward_rejected": rejected.mean(),
                    "reward_margin": margin.mean(), "reward_accuracy": (margin > 0).float().mean(),
                    "logp_margin": (policy[:half] - policy[half:]).detach().mean()}
-        return loss, metrics, int((inputs != self.template.pad_id).sum())
+        return loss, metrics, (inputs != self.template.pad_id).sum()
 
-    def rows_in(self, batch: tuple[torch.Tensor, ...]) -> int:
-        return batch[0].shape[0] // 2
+    def eval_weight(self, batch: tuple[torch.Tensor, ...]) -> int:
+        return batch[0].shape[0] // 2  # pairs

@@ -86,7 +86,8 @@ def parallelize(model: Transformer, world: World, mode: str, compile: bool, bf16
         return model
     if mode == "ddp":
         device_ids = [world.local_rank] if next(model.parameters()).is_cuda else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        # No buffer broadcast each forward: the only buffers, the RoPE tables, are equal everywhere.
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
     if mode == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard

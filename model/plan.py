@@ -243,7 +243,7 @@ def training_preset(p: dict[str, Any], data_dir: str, out_dir: str) -> dict[str,
         "train": {
             "out_dir": out_dir,
             "batch_size": p["micro_batch_per_gpu"],
-            "grad_accum_steps": p["grad_accum_steps"],
+            "batch_tokens": p["batch_tokens"],
             "max_steps": steps,
             "lr": p["lr"],
             "min_lr": p["min_lr"],

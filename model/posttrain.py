@@ -19,23 +19,16 @@ there is no loss. Batch ``i`` is a pure function of (seed, i): each epoch is a s
 permutation of the examples, so the resumable position is one integer, as in
 ``model/data.py``.
 
-``PostTrainer`` is ``model.trainer.Trainer`` with a different model source (an existing
-checkpoint instead of a fresh init), a different batch source (the above) and a loss
-computed by the subclass (``loss_and_metrics``). The training loop, checkpoints, resume,
-logging (JSONL + TensorBoard), learning-rate schedule, optimizer and DDP/FSDP wrapping are
-the Trainer's own methods. Two pieces are written here because the Trainer has no hook for
-them: the constructor (Trainer.__init__ builds a fresh model on token shards) and
-``train_step`` (Trainer.train_step calls ``model(inputs, targets)``; this one calls
-``loss_and_metrics`` and keeps the Trainer's NaN/Inf guard policy). Extra metrics (DPO
-reward margins, accuracy) go into the same log records.
+``PostTrainer`` is ``model.trainer.Trainer`` with two hooks overridden: ``build_model`` (an
+existing checkpoint instead of a fresh init) and ``build_data`` (the batches above); SFT and
+DPO add ``compute_loss`` (their loss and metrics, e.g. DPO reward margins) and
+``eval_weight``. The training loop, NaN/Inf guard, checkpoints, resume, logging (JSONL +
+TensorBoard), learning-rate schedule, optimizer and DDP/FSDP wrapping are the Trainer's.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import parallel
 from model.chat import ChatDataError, ChatTemplate, Message, check_messages
-from model.checkpoint import CheckpointError, latest_checkpoint, load_model, read_checkpoint, resolve_checkpoint
+from model.checkpoint import CheckpointError, load_model, resolve_checkpoint
 from model.config import TrainConfig, TrainConfigError, read_config
-from model.trainer import Trainer, TrainingHalted
+from model.trainer import Trainer
 
 IGNORE = -100
 
@@ -257,158 +249,41 @@ class PostTrainConfig:
 class PostTrainer(Trainer):
     """A Trainer that starts from ``config.init_from`` and trains on chat examples.
 
-    Subclasses set ``examples(records, template)`` (records -> examples), ``collate`` and
-    ``loss_and_metrics(batch) -> (loss, {name: value}, tokens)``.
+    It overrides the Trainer's ``build_model`` and ``build_data`` hooks; subclasses supply
+    ``examples(records) -> examples``, ``collate``, ``compute_loss`` and ``eval_weight``.
     """
 
-    def __init__(self, config: PostTrainConfig) -> None:
-        # Trainer.__init__ builds a fresh model on token shards; the attributes its other
-        # methods (train, state_dict, checkpoints, logging) rely on are set here instead.
-        self.config = config
-        tc = config.train
-        device_type = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
-        self.world = parallel.init_distributed(device_type)
-        self.device = (torch.device(device_type, self.world.local_rank) if device_type == "cuda"
-                       else torch.device(device_type))
-        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
-        self.out_dir = Path(tc.out_dir)
-        self.checkpoint_dir = self.out_dir / "checkpoints"
+    measures_mfu = False  # padding varies per batch and DPO adds reference passes
 
-        self.init_checkpoint = resolve_checkpoint(config.init_from)
+    def build_model(self) -> torch.nn.Module:
+        self.init_checkpoint = resolve_checkpoint(self.config.init_from)
         self.tokenizer_path = self.init_checkpoint / "tokenizer.json"
         if not self.tokenizer_path.is_file():
             raise CheckpointError(f"{self.init_checkpoint}: no tokenizer.json, the chat template needs one")
         self.template = ChatTemplate.from_file(self.tokenizer_path)
-
-        torch.manual_seed(tc.seed)
         model = load_model(self.init_checkpoint, self.device)
-        self.model_config = model.config
-        if config.data.seq_len > model.config.max_seq_len:
-            raise TrainConfigError(f"data.seq_len {config.data.seq_len} exceeds the model's max_seq_len "
-                              f"{model.config.max_seq_len} ({self.init_checkpoint})")
-        self.flops_per_token = model.flops_per_token(config.data.seq_len)
-        self.num_params = model.num_params()
-        self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16)
-        self.optimizer = self._build_optimizer()
-        # No MFU: padding varies per batch and DPO adds reference passes, so flops_per_token
-        # (one causal LM pass at seq_len) would mislead; tokens/s counts non-padding tokens.
-        self.peak_flops = None
+        if self.config.data.seq_len > model.config.max_seq_len:
+            raise TrainConfigError(f"data.seq_len {self.config.data.seq_len} exceeds the model's max_seq_len "
+                                   f"{model.config.max_seq_len} ({self.init_checkpoint})")
+        return model
 
-        train_records, val_records = split_records(config.data)
+    def build_data(self) -> tuple[ExampleBatches, ExampleBatches | None]:
+        tc = self.config.train
+        train_records, val_records = split_records(self.config.data)
         batch_args = dict(batch_size=tc.batch_size, rank=self.world.rank, world_size=self.world.world_size,
                           seed=tc.seed)
-        self.train_data = ExampleBatches(self.examples(train_records), self.collate, **batch_args)
-        self.val_data = (ExampleBatches(self.examples(val_records), self.collate, shuffle=False, **batch_args)
-                         if val_records else None)
-        self._print(f"{len(self.train_data.examples)} training and "
-                    f"{len(self.val_data.examples) if self.val_data else 0} validation examples "
-                    f"from {config.data.train_file}")
-
-        self.step = 0
-        self.bad_steps = 0
-        self.tokens_seen = 0
-        self._tensorboard = None
-        self._eval_metrics: dict[str, float] = {}
-        if tc.resume and (latest := latest_checkpoint(self.checkpoint_dir)) is not None:
-            self.load_state_dict(read_checkpoint(latest))
-            self._print(f"resumed from {latest} at step {self.step}")
+        train = ExampleBatches(self.examples(train_records), self.collate, **batch_args)
+        val = (ExampleBatches(self.examples(val_records), self.collate, shuffle=False, **batch_args)
+               if val_records else None)
+        self._print(f"{len(train.examples)} training and {len(val.examples) if val else 0} validation examples "
+                    f"from {self.config.data.train_file}")
+        return train, val
 
     def examples(self, records: list[tuple[str, dict]]) -> list[Any]:
         raise NotImplementedError
 
     def collate(self, examples: list[Any]) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
-
-    def loss_and_metrics(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        raise NotImplementedError
-
-    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(self.device, non_blocking=True) for t in batch)
-
-    def train_step(self) -> dict[str, Any]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches; returns its log record."""
-        tc = self.config.train
-        start = time.perf_counter()
-        self.model.train()
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        sums: dict[str, torch.Tensor] = {}
-        tokens = 0
-        for micro in range(tc.grad_accum_steps):
-            batch = self._to_device(self.train_data.next_batch())
-            with parallel.gradient_sync(self.model, enabled=micro == tc.grad_accum_steps - 1), self._autocast():
-                loss, metrics, micro_tokens = self.loss_and_metrics(batch)
-                (loss / tc.grad_accum_steps).backward()
-            tokens += micro_tokens
-            for key, value in {"loss": loss, **metrics}.items():
-                sums[key] = sums.get(key, 0) + value.detach().float() / tc.grad_accum_steps
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        values = {key: parallel.all_reduce_mean(value).item() for key, value in sums.items()}
-        grad_norm_value = grad_norm.item()
-        finite = math.isfinite(values["loss"]) and math.isfinite(grad_norm_value)
-        if finite:
-            self.optimizer.step()
-            self.bad_steps = 0
-        else:
-            self.bad_steps += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        tokens *= self.world.world_size
-        self.tokens_seen += tokens
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        record = {"step": self.step, **values, "lr": lr, "grad_norm": grad_norm_value,
-                  "tokens_per_s": tokens / (time.perf_counter() - start), "mfu": None, "tokens": self.tokens_seen}
-        if not finite:
-            record["skipped"] = True
-            if self.bad_steps >= tc.max_bad_steps:
-                raise TrainingHalted(f"halting at step {self.step}: {self.bad_steps} consecutive non-finite steps "
-                                     f"(last loss {values['loss']}, grad norm {grad_norm_value}); lower train.lr "
-                                     f"or resume from an earlier checkpoint in {self.checkpoint_dir}")
-        return record
-
-    @torch.no_grad()
-    def evaluate_metrics(self) -> dict[str, float] | None:
-        """Loss and metrics over the validation examples (at most ``eval_batches`` batches),
-        each batch weighted by its number of rows."""
-        if self.val_data is None:
-            return None
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        rows = 0
-        for batch in self.val_data.validation_batches(self.config.train.eval_batches):
-            batch = self._to_device(batch)
-            n = self.rows_in(batch)
-            with self._autocast():
-                loss, metrics, _ = self.loss_and_metrics(batch)
-            for key, value in {"loss": loss, **metrics}.items():
-                sums[key] = sums.get(key, 0) + value.float() * n
-            rows += n
-        return {f"val_{key}": parallel.all_reduce_mean(value / rows).item() for key, value in sums.items()}
-
-    def rows_in(self, batch: tuple[torch.Tensor, ...]) -> int:
-        """Examples in a batch (for weighting validation averages)."""
-        return batch[0].shape[0]
-
-    def evaluate(self) -> float | None:
-        metrics = self.evaluate_metrics()
-        if metrics is None:
-            return None
-        self._eval_metrics = {k: v for k, v in metrics.items() if k != "val_loss"}
-        return metrics["val_loss"]
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if "val_loss" in record:
-            record.update(self._eval_metrics)
-        super()._log(record)
-        extra = {k: v for k, v in record.items() if k not in (
-            "step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "val_loss", "skipped")}
-        printed = record["step"] % self.config.train.log_every == 0 or "val_loss" in record
-        if self.world.is_main and extra and printed:
-            print("       " + " ".join(f"{k} {v:.4f}" for k, v in extra.items()), file=sys.stdout, flush=True)
 
 
 def run(trainer_class: type[PostTrainer], config_class: type, config_path: str) -> None:

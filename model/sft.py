@@ -47,12 +47,11 @@ class SFTTrainer(PostTrainer):
         pairs = [shift(e.ids, e.assistant_mask, self.config.data.seq_len) for e in examples]
         return pad([i for i, _ in pairs], self.template.pad_id), pad([t for _, t in pairs], IGNORE)
 
-    def loss_and_metrics(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    def compute_loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         inputs, targets = batch
-        # Tokens the model processed (padding excluded), for tokens/s.
-        tokens = int((inputs != self.template.pad_id).sum())
-        return self.model(inputs, targets), {}, tokens
+        # Tokens the model processed (padding excluded), for tokens/s; counted on the device.
+        return self.model(inputs, targets), {}, (inputs != self.template.pad_id).sum()
 
-    def rows_in(self, batch: tuple[torch.Tensor, ...]) -> int:
+    def eval_weight(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         # Validation loss is a mean over assistant tokens, so weight batches by them.
-        return int((batch[1] != IGNORE).sum())
+        return (batch[1] != IGNORE).sum()

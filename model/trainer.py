@@ -1,18 +1,39 @@
-"""The pretraining loop: a ``Trainer`` that owns model, optimizer, data and checkpoints.
+"""The training loop: a ``Trainer`` that owns model, optimizer, data and checkpoints.
 
-One ``train_step()`` is one optimizer step over ``grad_accum_steps`` micro-batches per rank.
+One ``train_step()`` is one optimizer step over the accumulation micro-batches of each rank
+(``batch_tokens`` global tokens, ``model/config.py``). A new kind of training overrides the
+hooks and nothing else:
+
+- ``build_model()``: the model, on ``self.device`` (pretraining: a fresh init sized to the
+  token shards; post-training: a checkpoint);
+- ``build_data()``: (train, validation) batch sources; a source has ``batch(i)``, a
+  ``batch_index`` position, ``validation_batches(n)`` and ``state_dict()``;
+- ``compute_loss(batch) -> (loss, metrics, tokens)``: the mean loss of a micro-batch, extra
+  scalar tensors to log, and the tokens it processed;
+- ``evaluate() -> dict``: validation scalars (by default the loss and metrics of
+  ``compute_loss`` over the validation batches, each weighted by ``eval_weight(batch)``).
+
 Choices that matter:
 
 - AdamW with weight decay on matrices (embeddings and projections) only, never on norm
   gains; fused kernels on CUDA.
 - Learning rate: linear warmup to ``lr`` over ``warmup_steps``, then cosine to ``min_lr`` at
   ``max_steps``. It is a pure function of the step, so the "scheduler state" is the step.
-- bf16 autocast on CUDA, plain fp32 on CPU (so CPU runs are exactly reproducible).
-- NaN/Inf guard: a step whose loss or gradient norm is not finite is skipped (no update, the
-  data still advances); ``max_bad_steps`` in a row halt training with ``TrainingHalted``.
-- Logs: one JSON object per step in ``OUT/log.jsonl`` (loss, lr, grad norm, tokens/s, MFU,
-  validation loss when measured), a line printed every ``log_every`` steps, and the same
-  scalars to TensorBoard in ``OUT/tensorboard`` when tensorboard is installed. Rank 0 only.
+- bf16 autocast on CUDA, plain fp32 on CPU (so CPU runs are exactly reproducible); on CUDA,
+  fp32 matmuls may use TF32 (``set_float32_matmul_precision("high")``).
+- No host sync on a step that logs nothing: loss, metrics and gradient norm stay on the
+  device, and a step whose loss or gradient norm is not finite is skipped on the device
+  (``step_if_finite``: fused AdamW's ``found_inf``, else a ``torch.where`` restore). Every
+  ``log_every`` steps (and at evaluation, checkpoint and the last step) ``read_steps()``
+  reads the window's values in one transfer, writes one record per step, and times the
+  window as a whole. ``max_bad_steps`` consecutive skipped steps halt training with
+  ``TrainingHalted``, found when the window is read.
+- On CUDA the next batch is copied from pinned memory on a side stream while the current
+  step runs (``DeviceBatches``).
+- Logs: one JSON object per step in ``OUT/log.jsonl`` (loss, lr, grad norm, tokens/s and MFU
+  over the window, validation scalars when measured), a line printed every ``log_every``
+  steps, and the same scalars to TensorBoard in ``OUT/tensorboard`` when tensorboard is
+  installed. Rank 0 only.
 - Checkpoints in ``OUT/checkpoints`` (``model/checkpoint.py``); with ``resume`` a new
   Trainer on the same ``out_dir`` continues from the newest complete one, and on CPU the
   losses then equal those of an uninterrupted run bit for bit.
@@ -34,10 +55,15 @@ import torch
 from model import parallel
 from model.char_text import prepare_char_shards
 from model.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
-from model.config import PretrainConfig, TrainConfigError
+from model.config import PretrainConfig, TrainConfigError, accumulation_steps
 from model.data import ShardDataset, describe_shards
 from model.hardware import default_device, peak_flops_for
 from model.llama import Transformer
+
+Batch = tuple[torch.Tensor, ...]
+# Record keys every step has; anything else a loss hook or evaluation adds is printed on a second line.
+STANDARD_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "val_loss", "skipped")
+
 
 class TrainingHalted(RuntimeError):
     """Too many consecutive non-finite steps."""
@@ -53,8 +79,89 @@ def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps:
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The shard this rank holds of a DTensor (FSDP2), or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+@torch.no_grad()
+def step_if_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """``optimizer.step()`` when the 0-d bool tensor ``finite`` is true, else no change at all
+    (parameters, moments and step counts), decided on the device without reading ``finite``.
+
+    Fused AdamW/Adam take a ``found_inf`` flag and skip in the kernel. Otherwise the step runs
+    and every tensor it touched is put back with ``torch.where``; state the step created (the
+    first step's moments) goes back to the zeros AdamW starts from.
+    """
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~finite).float()
+        optimizer.step()
+        return
+    stepped = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def touched(p: torch.Tensor) -> list[torch.Tensor]:
+        return [t for t in (p, *optimizer.state[p].values()) if isinstance(t, torch.Tensor)]
+
+    before = {id(t): _local(t).clone() for p in stepped for t in touched(p)}
+    optimizer.step()
+    for p in stepped:
+        for t in touched(p):
+            local = _local(t)
+            old = before.get(id(t))
+            old = old if old is not None else torch.zeros_like(local)
+            local.copy_(torch.where(finite.to(local.device), local, old))
+
+
+class DeviceBatches:
+    """The batches of a data source, in order, on the training device.
+
+    The source's ``batch_index`` counts the batches handed out, so its ``state_dict`` is
+    exact whatever is in flight. On CUDA the next batch is read, pinned and copied on a side
+    stream while the current one trains; on CPU a batch is made when asked.
+    """
+
+    def __init__(self, source: Any, device: torch.device) -> None:
+        self.source, self.device = source, device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._ahead: tuple[int, Batch] | None = None
+
+    def _fetch(self, index: int) -> Batch:
+        batch = self.source.batch(index)
+        if self.stream is None:
+            return tuple(t.to(self.device) for t in batch)
+        with torch.cuda.stream(self.stream):
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in batch)
+
+    def next(self) -> Batch:
+        index = self.source.batch_index
+        ahead, self._ahead = self._ahead, None
+        batch = ahead[1] if ahead is not None and ahead[0] == index else self._fetch(index)
+        self.source.batch_index = index + 1
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            for t in batch:
+                t.record_stream(current)
+            self._ahead = (index + 1, self._fetch(index + 1))
+        return batch
+
+
+@dataclasses.dataclass
+class _PendingStep:
+    """One optimizer step's values, still on the device."""
+
+    step: int
+    lr: float
+    values: dict[str, torch.Tensor]  # loss and metrics, averaged over micro-batches and ranks
+    grad_norm: torch.Tensor
+    finite: torch.Tensor
+    tokens: int | torch.Tensor  # all ranks
+
+
 class Trainer:
-    """Build everything a run needs from a ``PretrainConfig``; resume if a checkpoint exists."""
+    """Build everything a run needs from its config; resume if a checkpoint exists."""
+
+    measures_mfu = True  # False where flops_per_token does not describe a step
 
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
@@ -64,42 +171,93 @@ class Trainer:
         self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
         self.out_dir = Path(tc.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        if tc.compile and tc.coordinate_descent_tuning:
+            import torch._inductor.config as inductor_config
 
-        data_dir = self._prepare_data()
-        shards = describe_shards(data_dir)
-        self.tokenizer_path = shards["tokenizer"]
-        model_config = config.model
-        if model_config.vocab_size is None:
-            model_config = dataclasses.replace(model_config, vocab_size=shards["vocab_size"])
-        elif model_config.vocab_size < shards["vocab_size"]:
-            raise TrainConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the shards' "
-                             f"vocab_size {shards['vocab_size']} in {data_dir}")
-        if config.data.seq_len > model_config.max_seq_len:
-            raise TrainConfigError(f"data.seq_len {config.data.seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
-        self.model_config = model_config
+            inductor_config.coordinate_descent_tuning = True
 
         # Same seed on every rank: FSDP2 shards each rank's own (identical) initialisation.
         torch.manual_seed(tc.seed)
-        model = Transformer(model_config).to(self.device)
+        model = self.build_model()
+        self.model_config = model.config
         self.flops_per_token = model.flops_per_token(config.data.seq_len)
         self.num_params = model.num_params()
         self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16)
         self.optimizer = self._build_optimizer()
-        self.peak_flops = peak_flops_for(self.device, tc.peak_flops)
+        self.peak_flops = peak_flops_for(self.device, tc.peak_flops) if self.measures_mfu else None
+        self.grad_accum_steps = accumulation_steps(tc, config.data.seq_len, self.world.world_size)
 
-        data_args = dict(seq_len=config.data.seq_len, batch_size=tc.batch_size, rank=self.world.rank,
-                         world_size=self.world.world_size, seed=tc.seed)
-        self.train_data = ShardDataset(data_dir, "train", sampling=config.data.sampling, **data_args)
-        has_val = any(Path(data_dir).glob("val-*.bin"))
-        self.val_data = ShardDataset(data_dir, "val", sampling="sequential", **data_args) if has_val else None
-
+        self.train_data, self.val_data = self.build_data()
+        self._batches = DeviceBatches(self.train_data, self.device)
         self.step = 0
         self.bad_steps = 0
-        self.tokens_seen = 0
+        self._tokens_read = 0  # tokens of the steps already read to the host
+        self._pending: list[_PendingStep] = []
+        self._window_start = 0.0
+        self._halt: str | None = None
         self._tensorboard = None
         if tc.resume and (latest := latest_checkpoint(self.checkpoint_dir)) is not None:
             self.load_state_dict(read_checkpoint(latest))
             self._print(f"resumed from {latest} at step {self.step}")
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def build_model(self) -> Transformer:
+        """A fresh model whose vocabulary fits the token shards (``self.data_dir``)."""
+        self.data_dir = self._prepare_data()
+        shards = describe_shards(self.data_dir)
+        self.tokenizer_path = shards["tokenizer"]
+        model_config = self.config.model
+        if model_config.vocab_size is None:
+            model_config = dataclasses.replace(model_config, vocab_size=shards["vocab_size"])
+        elif model_config.vocab_size < shards["vocab_size"]:
+            raise TrainConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the shards' "
+                                   f"vocab_size {shards['vocab_size']} in {self.data_dir}")
+        seq_len = self.config.data.seq_len
+        if seq_len > model_config.max_seq_len:
+            raise TrainConfigError(f"data.seq_len {seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
+        return Transformer(model_config).to(self.device)
+
+    def build_data(self) -> tuple[Any, Any | None]:
+        """(train, validation) windows of the token shards; no validation without val shards."""
+        dc, tc = self.config.data, self.config.train
+        data_args = dict(seq_len=dc.seq_len, batch_size=tc.batch_size, rank=self.world.rank,
+                         world_size=self.world.world_size, seed=tc.seed)
+        train = ShardDataset(self.data_dir, "train", sampling=dc.sampling, **data_args)
+        has_val = any(Path(self.data_dir).glob("val-*.bin"))
+        return train, ShardDataset(self.data_dir, "val", sampling="sequential", **data_args) if has_val else None
+
+    def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | torch.Tensor]:
+        """Next-token cross-entropy over every position of a window batch."""
+        inputs, targets = batch
+        return self.model(inputs, targets), {}, inputs.numel()
+
+    def eval_weight(self, batch: Batch) -> float | torch.Tensor:
+        """How much a validation batch counts in ``evaluate``'s averages (all batches alike here)."""
+        return 1.0
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """``val_loss`` and ``val_<metric>`` over at most ``eval_batches`` validation batches
+        (averages weighted by ``eval_weight``); empty without validation data."""
+        if self.val_data is None:
+            return {}
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        total_weight: float | torch.Tensor = 0.0
+        for batch in self.val_data.validation_batches(self.config.train.eval_batches):
+            batch = tuple(t.to(self.device) for t in batch)
+            weight = self.eval_weight(batch)
+            with self._autocast():
+                loss, metrics, _ = self.compute_loss(batch)
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0) + value.float() * weight
+            total_weight += weight
+        return {f"val_{key}": parallel.all_reduce_mean(value / total_weight).item() for key, value in sums.items()}
+
+    # -- the loop -------------------------------------------------------------------------
 
     def _prepare_data(self) -> Path:
         dc = self.config.data
@@ -133,78 +291,99 @@ class Trainer:
         tc = self.config.train
         return cosine_lr(step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps)
 
-    def train_step(self) -> dict[str, Any]:
-        """One optimizer step; returns its log record."""
-        tc = self.config.train
-        start = time.perf_counter()
+    @property
+    def tokens_seen(self) -> int:
+        """Tokens trained on so far, all ranks (reads pending token counts when they are tensors)."""
+        return self._tokens_read + sum(int(p.tokens) for p in self._pending)
+
+    def train_step(self) -> None:
+        """One optimizer step. Nothing is read back to the host: ``read_steps()`` does that."""
+        if not self._pending:
+            self._window_start = time.perf_counter()
         self.model.train()
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=self.device)
-        for micro in range(tc.grad_accum_steps):
-            inputs, targets = self.train_data.next_batch()
-            inputs = inputs.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            with parallel.gradient_sync(self.model, enabled=micro == tc.grad_accum_steps - 1), self._autocast():
-                loss = self.model(inputs, targets) / tc.grad_accum_steps
-                loss.backward()
-            loss_sum += loss.detach()
+        sums: dict[str, torch.Tensor] = {}
+        tokens: int | torch.Tensor = 0
+        for micro in range(self.grad_accum_steps):
+            batch = self._batches.next()
+            with parallel.gradient_sync(self.model, enabled=micro == self.grad_accum_steps - 1), self._autocast():
+                loss, metrics, micro_tokens = self.compute_loss(batch)
+                (loss / self.grad_accum_steps).backward()
+            tokens = tokens + micro_tokens
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0) + value.detach().float() / self.grad_accum_steps
         # Clipping at +inf still returns the global norm (and, sharded, it is a collective).
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip or float("inf"))
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        loss_value = parallel.all_reduce_mean(loss_sum).item()
-        grad_norm_value = grad_norm.item()
-        finite = math.isfinite(loss_value) and math.isfinite(grad_norm_value)
-        if finite:
-            self.optimizer.step()
-            self.bad_steps = 0
-        else:
-            self.bad_steps += 1
+        values = {key: parallel.all_reduce_mean(value) for key, value in sums.items()}
+        finite = torch.isfinite(values["loss"]) & torch.isfinite(grad_norm)
+        step_if_finite(self.optimizer, finite)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = tc.batch_size * tc.grad_accum_steps * self.config.data.seq_len * self.world.world_size
-        self.tokens_seen += tokens
+        self._pending.append(_PendingStep(self.step, lr, values, grad_norm.detach(), finite,
+                                          tokens * self.world.world_size))
+
+    def read_steps(self, evaluate: bool = False) -> list[dict[str, Any]]:
+        """Read the steps run since the last call to the host (one transfer), log one record per
+        step, and return them. ``evaluate``: add ``evaluate()``'s scalars to the last record,
+        measured after the window's clock stops. Raises ``TrainingHalted`` (after logging) when
+        ``max_bad_steps`` consecutive steps were skipped."""
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        keys = list(pending[0].values)
+        table = torch.stack([torch.stack([*(p.values[k] for k in keys), p.grad_norm.float(), p.finite.float()])
+                             for p in pending]).tolist()
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - start
-        tokens_per_s = tokens / elapsed
+            torch.cuda.synchronize(self.device)  # the optimizer's last kernels belong to the window
+        elapsed = time.perf_counter() - self._window_start
+        tokens = [int(p.tokens) for p in pending]
+        tokens_per_s = sum(tokens) / elapsed
         mfu = (self.flops_per_token * tokens_per_s / (self.peak_flops * self.world.world_size)
                if self.peak_flops else None)
-        record = {"step": self.step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm_value,
-                  "tokens_per_s": tokens_per_s, "mfu": mfu, "tokens": self.tokens_seen}
-        if not finite:
-            record["skipped"] = True
-            if self.bad_steps >= tc.max_bad_steps:
-                raise TrainingHalted(
-                    f"halting at step {self.step}: {self.bad_steps} consecutive steps had a non-finite loss "
-                    f"or gradient (last loss {loss_value}, grad norm {grad_norm_value}, lr {lr:.3g}); lower "
-                    f"train.lr, check the data, or resume from an earlier checkpoint in {self.checkpoint_dir}")
-        return record
+        records = []
+        for p, row, step_tokens in zip(pending, table, tokens):
+            self._tokens_read += step_tokens
+            *scalars, grad_norm, finite = row
+            scalars = dict(zip(keys, scalars))
+            record = {"step": p.step, "loss": scalars.pop("loss"), **scalars, "lr": p.lr, "grad_norm": grad_norm,
+                      "tokens_per_s": tokens_per_s, "mfu": mfu, "tokens": self._tokens_read}
+            if finite:
+                self.bad_steps = 0
+            else:
+                record["skipped"] = True
+                self.bad_steps += 1
+                if self.bad_steps >= self.config.train.max_bad_steps and self._halt is None:
+                    self._halt = (
+                        f"halting at step {p.step}: {self.bad_steps} consecutive steps had a non-finite loss or "
+                        f"gradient (last loss {record['loss']}, grad norm {grad_norm}, lr {p.lr:.3g}); lower "
+                        f"train.lr, check the data, or resume from an earlier checkpoint in {self.checkpoint_dir}")
+            records.append(record)
+        if evaluate:
+            records[-1].update(self.evaluate())
+        self._log(records)
+        if self._halt is not None:
+            raise TrainingHalted(self._halt)
+        return records
 
-    @torch.no_grad()
-    def evaluate(self) -> float | None:
-        """Mean validation loss over ``eval_batches`` fixed batches (None without val shards)."""
-        if self.val_data is None:
-            return None
-        self.model.eval()
-        total = torch.zeros((), device=self.device)
-        n = self.config.train.eval_batches
-        for inputs, targets in self.val_data.validation_batches(n):
-            with self._autocast():
-                total += self.model(inputs.to(self.device), targets.to(self.device)).float()
-        return parallel.all_reduce_mean(total / n).item()
+    def _read_now(self, at_eval: bool, last: int) -> bool:
+        tc = self.config.train
+        return (at_eval or self.step % tc.log_every == 0 or self.step == last
+                or bool(tc.checkpoint_every and self.step % tc.checkpoint_every == 0))
 
     def train(self, stop_at: int | None = None) -> list[dict[str, Any]]:
         """Train to ``max_steps`` (or stop after step ``stop_at``); returns this call's records."""
         tc = self.config.train
         last = tc.max_steps if stop_at is None else min(stop_at, tc.max_steps)
-        records = []
+        records: list[dict[str, Any]] = []
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._print(f"training {self.num_params / 1e6:.2f}M parameters on {self.world.world_size} x "
-                    f"{self.device.type}, steps {self.step} -> {last}")
+                    f"{self.device.type}, steps {self.step} -> {last}, {self.grad_accum_steps} micro-batch(es) "
+                    "per rank per step")
         if self.world.is_main and self._tensorboard is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -214,11 +393,10 @@ class Trainer:
                 self._tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
         saved_at = None
         while self.step < last:
-            record = self.train_step()
-            if tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.max_steps):
-                record["val_loss"] = self.evaluate()
-            self._log(record)
-            records.append(record)
+            self.train_step()
+            at_eval = bool(tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.max_steps))
+            if self._read_now(at_eval, last):
+                records += self.read_steps(evaluate=at_eval)
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                 self.save_checkpoint()
                 saved_at = self.step
@@ -226,22 +404,27 @@ class Trainer:
             self.save_checkpoint()
         return records
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.world.is_main:
+    def _log(self, records: list[dict[str, Any]]) -> None:
+        if not self.world.is_main or not records:
             return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tensorboard is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tensorboard.add_scalar(key, value, record["step"])
-        if record["step"] % self.config.train.log_every == 0 or "val_loss" in record or record.get("skipped"):
-            mfu = f" mfu {record['mfu'] * 100:.1f}%" if record["mfu"] is not None else ""
-            val = f" val {record['val_loss']:.4f}" if record.get("val_loss") is not None else ""
-            skipped = " SKIPPED (non-finite)" if record.get("skipped") else ""
-            print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
-                  f"grad {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s{mfu}{skipped}",
-                  file=sys.stdout, flush=True)
+            f.writelines(json.dumps(record) + "\n" for record in records)
+        for record in records:
+            if self._tensorboard is not None:
+                for key, value in record.items():
+                    if key != "step" and isinstance(value, (int, float)):
+                        self._tensorboard.add_scalar(key, value, record["step"])
+            if record["step"] % self.config.train.log_every == 0 or "val_loss" in record or record.get("skipped"):
+                mfu = f" mfu {record['mfu'] * 100:.1f}%" if record["mfu"] is not None else ""
+                val = f" val {record['val_loss']:.4f}" if record.get("val_loss") is not None else ""
+                skipped = " SKIPPED (non-finite)" if record.get("skipped") else ""
+                print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
+                      f"grad {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s{mfu}{skipped}",
+                      file=sys.stdout, flush=True)
+                extra = {k: v for k, v in record.items() if k not in STANDARD_KEYS}
+                if extra:
+                    print("       " + " ".join(f"{k} {v:.4f}" for k, v in extra.items()), file=sys.stdout, flush=True)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs (a collective under DDP/FSDP: every rank must call it)."""
@@ -265,13 +448,16 @@ class Trainer:
         parallel.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         self.step = int(state["step"])
         self.bad_steps = int(state["bad_steps"])
-        self.tokens_seen = int(state["tokens_seen"])
+        self._tokens_read = int(state["tokens_seen"])
+        self._pending = []
         self.train_data.load_state_dict(state["data"])
         torch.set_rng_state(state["rng"]["torch_cpu"])
         if self.device.type == "cuda" and "torch_cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["torch_cuda"], self.device)
 
     def save_checkpoint(self) -> Path | None:
+        """Read and log any pending steps, then write a checkpoint (rank 0); returns its path."""
+        self.read_steps()
         state = self.state_dict()
         path = None
         if self.world.is_main:

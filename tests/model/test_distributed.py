@@ -22,7 +22,7 @@ from .conftest import REPO, tiny_run_config, write_shards
 def single_process_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("single")
     data = write_shards(tmp / "data")
-    trainer = Trainer(tiny_run_config(tmp / "run", data, batch_size=4, max_steps=4, grad_accum_steps=2))
+    trainer = Trainer(tiny_run_config(tmp / "run", data, batch_size=4, max_steps=4, batch_tokens=256))
     records = trainer.train()
     return data, records, trainer.model
 
@@ -30,7 +30,7 @@ def single_process_run(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_process_run_matches_one_process(tmp_path, single_process_run, mode):
     data, expected, single_model = single_process_run
-    config = tiny_run_config(tmp_path / "run", data, batch_size=2, max_steps=4, grad_accum_steps=2, parallel=mode)
+    config = tiny_run_config(tmp_path / "run", data, batch_size=2, max_steps=4, batch_tokens=256, parallel=mode)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -75,12 +75,12 @@ def test_dpo_step_leaves_reference_unchanged(sft_checkpoint, tmp_path):
 
 def test_dpo_raises_heldout_margin(sft_checkpoint, tmp_path):
     trainer = dpo_trainer(sft_checkpoint, tmp_path, max_steps=20, eval_every=10)
-    before = trainer.evaluate_metrics()
+    before = trainer.evaluate()
     # Policy == reference at the start: every reward is 0 and the loss is log 2.
     assert before["val_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert before["val_reward_margin"] == 0
     records = trainer.train()
-    after = trainer.evaluate_metrics()
+    after = trainer.evaluate()
     trainer.close()
     print(f"held-out logp margin {before['val_logp_margin']:.3f} -> {after['val_logp_margin']:.3f}, "
           f"reward accuracy {after['val_reward_accuracy']:.3f}, loss {after['val_loss']:.4f}")

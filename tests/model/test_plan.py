@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.cli import register
-from model.config import load_pretrain_config
+from model.config import accumulation_steps, load_pretrain_config
 from model.llama import ModelConfig, Transformer
 from model.hardware import GPUS, gpu_named
 from model.plan import PlanError, candidate_shapes, measured_mfu, plan, shape_for
@@ -124,8 +124,8 @@ def test_json_cli_and_written_preset(tmp_path, capsys):
     config = load_pretrain_config(preset)  # the trainer's own strict loader accepts it
     assert config.model.dim == printed["model"]["dim"]
     assert config.train.max_steps == printed["steps"]
-    assert config.train.batch_size * config.train.grad_accum_steps * 2 * config.data.seq_len \
-        == printed["batch_tokens"]
+    assert config.train.batch_tokens == printed["batch_tokens"]
+    assert accumulation_steps(config.train, config.data.seq_len, world_size=2) == printed["grad_accum_steps"]
     assert config.train.peak_flops == 989e12 and config.data.dir == "shards"
 
 

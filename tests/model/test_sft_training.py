@@ -41,7 +41,7 @@ def test_prompt_tokens_carry_no_loss(base_checkpoint, tmp_path):
     # The gradient reaches the logits only at positions predicting an assistant token.
     captured = {}
     trainer.model.output.register_forward_hook(lambda m, i, out: captured.update(logits=out) or out.retain_grad())
-    loss, _, _ = trainer.loss_and_metrics((inputs, targets))
+    loss, _, _ = trainer.compute_loss((inputs, targets))
     loss.backward()
     has_grad = captured["logits"].grad.abs().sum(-1) > 0
     assert torch.equal(has_grad, targets != IGNORE)
@@ -57,9 +57,9 @@ def test_sft_lowers_heldout_assistant_loss(base_checkpoint, tmp_path):
     trainer = trainer_for(base_checkpoint, tmp_path, max_steps=30)
     train_ids = {tuple(e.ids) for e in trainer.train_data.examples}
     assert not any(tuple(e.ids) in train_ids for e in trainer.val_data.examples)  # held out
-    before = trainer.evaluate_metrics()["val_loss"]
+    before = trainer.evaluate()["val_loss"]
     records = trainer.train()
-    after = trainer.evaluate_metrics()["val_loss"]
+    after = trainer.evaluate()["val_loss"]
     trainer.close()
     print(f"held-out assistant-token loss {before:.3f} -> {after:.3f}")
     assert after < before - 0.6
