@@ -2,8 +2,10 @@
 
 Under ``torchrun`` (WORLD_SIZE > 1) the trainer joins a process group (NCCL on CUDA, gloo on
 CPU) and wraps the model in DDP or shards it with FSDP2 ``fully_shard`` (one group per
-transformer block, then the root). ``torch.compile`` is applied per block (``Module.compile``
-works in place, so parameter names and checkpoints stay the same with and without it).
+transformer block, then the root). ``torch.compile`` is applied per block and to the loss
+head (final norm, output projection, cross-entropy; torchtitan's pattern), so FSDP2 wraps
+the same per-block modules compiled or not. ``Module.compile`` works in place, so parameter
+names and checkpoints stay the same with and without it.
 
 Checkpoint state goes through ``torch.distributed.checkpoint.state_dict`` with full (gathered,
 CPU) state dicts, so a checkpoint is the same plain name -> tensor mapping whatever wrapped
@@ -16,6 +18,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -77,11 +80,18 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def compile_model(model: Transformer, **options: Any) -> None:
+    """Compile, in place, each transformer block and the loss head (``options`` go to
+    ``torch.compile``). Blocks share one graph; the embedding lookup stays eager."""
+    for block in model.layers:
+        block.compile(**options)
+    model.loss_head.compile(**options)
+
+
 def parallelize(model: Transformer, world: World, mode: str, compile: bool, bf16: bool) -> torch.nn.Module:
     """Compile and wrap ``model`` for ``world``; returns the module to train."""
     if compile:
-        for block in model.layers:
-            block.compile()
+        compile_model(model)
     if not world.distributed:
         return model
     if mode == "ddp":
