@@ -1,2 +1,3 @@
-"""Deduplication: exact (`exact_dedup`) and MinHash near-duplicates, whose four phases
-(signatures -> buckets -> clusters -> filter) share the math in `minhash`."""
+"""Deduplication: exact copies (`exact_dedup`: fingerprints -> duplicates -> filter) and
+MinHash near-duplicates (`minhash_dedup`: signatures -> buckets -> clusters -> filter), each
+a composite of phases joined by files on disk; the phases share the math in `minhash`."""
