@@ -37,6 +37,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.files import fsync
 from model.llama import ModelConfig, Transformer
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d{8})$")
@@ -83,14 +84,6 @@ def load_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(f"{path}: contains objects other than tensors; refusing to unpickle "
                                     f"it (weights_only=True rejected it: {str(e).splitlines()[0]})") from None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -241,13 +234,13 @@ def save_checkpoint(root: str | Path, state: dict[str, Any], model_config: Model
     if tokenizer is not None:
         shutil.copyfile(tokenizer, tmp / "tokenizer.json")
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync(f)
+    fsync(tmp)
     if final.exists():
         # The same step written again (a re-run over an existing out_dir): replace it whole.
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync(root)
+    fsync(root)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old)
     return final

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from model.special_tokens import EOS
+
 HISTOGRAM_TOKENS = 10_000_000
 SAMPLE_CHARS = 600
 TOP_IDS = 10
@@ -100,7 +102,7 @@ def _histogram(shards: list[Any], tokenizer: Any) -> str:
     if read == 0:
         return "token histogram: no tokens"
     lines = [f"token histogram ({scope} tokens): {int((counts > 0).sum()):,} of {vocab:,} ids seen"]
-    eos = tokenizer.token_to_id("<|eos|>") if tokenizer is not None else None
+    eos = tokenizer.token_to_id(EOS) if tokenizer is not None else None
     if eos is not None:
         lines.append(f"  <|eos|> (id {eos}): {counts[eos] / read:.2%} of tokens")
     lines.append(f"  top {TOP_IDS} ids:")

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.files import fsync
+
 MAGIC = b"LMFTOKS\x00"
 VERSION = 1
 HEADER_SIZE = 128
@@ -77,14 +79,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def _pad8(n: int) -> int:
     return (8 - n % 8) % 8
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TokenShardWriter:
@@ -145,7 +139,7 @@ class TokenShardWriter:
         os.fsync(self._tokens.fileno())
         self._tokens.close()
         os.replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync(self.path.parent)
         self._closed = True
         return self.path
 
