@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import statistics
@@ -115,18 +116,22 @@ def shape_for(n_layers: int, dim: int, vocab_size: int) -> Shape:
     return Shape(n_layers, dim, n_heads, n_heads // group, hidden, vocab_size, tie_embeddings=dim < 4096)
 
 
+def shapes_at_depth(depth: int, vocab_size: int) -> list[Shape]:
+    """The shapes the depth/width rule allows at one depth, narrowest first."""
+    low, high = ASPECT_RANGE[0] * depth, ASPECT_RANGE[1] * depth
+    dims = range(64 * math.ceil(low / 64), high + 1, 64)
+    return [shape_for(depth, dim, vocab_size) for dim in dims if dim <= 1024 or dim % 128 == 0]
+
+
+def _preference(shape: Shape) -> tuple[int, float]:
+    # Same size: prefer the aspect ratio nearest nanochat's 64.
+    return shape.params(), abs(shape.dim / shape.n_layers - 64)
+
+
 def candidate_shapes(vocab_size: int) -> list[Shape]:
     """Every shape the depth/width rule allows, smallest first."""
-    shapes = []
-    for depth in range(1, MAX_DEPTH + 1):
-        low, high = ASPECT_RANGE[0] * depth, ASPECT_RANGE[1] * depth
-        step = 64
-        for dim in range(step * math.ceil(low / step), high + 1, step):
-            if dim > 1024 and dim % 128:
-                continue
-            shapes.append(shape_for(depth, dim, vocab_size))
-    # Same size: prefer the aspect ratio nearest nanochat's 64.
-    return sorted(shapes, key=lambda s: (s.params(), abs(s.dim / s.n_layers - 64)))
+    return sorted((s for depth in range(1, MAX_DEPTH + 1) for s in shapes_at_depth(depth, vocab_size)),
+                  key=_preference)
 
 
 def measured_mfu(log_path: Path, skip: int = 10) -> float:
@@ -160,14 +165,21 @@ def plan(gpu_hours: float, gpu: str = "h100", mfu: float = DEFAULT_MFU, gpus: in
     def cost(shape: Shape) -> float:
         return TOKENS_PER_PARAM * shape.params() * shape.flops_per_token(seq_len)
 
-    fitting = [s for s in candidate_shapes(vocab_size) if cost(s) <= budget]
+    # Cost grows with width at a given depth, and the narrowest shape grows with depth: scan
+    # until a depth's narrowest shape no longer fits (only the shapes looked at are counted).
+    fitting = []
+    for depth in range(1, MAX_DEPTH + 1):
+        here = list(itertools.takewhile(lambda s: cost(s) <= budget, shapes_at_depth(depth, vocab_size)))
+        if not here:
+            break
+        fitting += here
     if not fitting:
-        smallest = candidate_shapes(vocab_size)[0]
+        smallest = shapes_at_depth(1, vocab_size)[0]
         need = cost(smallest) / (3600 * spec.peak_bf16_flops * mfu)
         raise PlanError(f"{gpu_hours} {gpu} GPU-hours at MFU {mfu} cannot train even the "
                          f"smallest model ({smallest.params():,} parameters): it needs "
                          f"{need:.3g} GPU-hours")
-    shape = max(fitting, key=lambda s: s.params())  # sorted: the nanochat-nearest of ties
+    shape = min(fitting, key=lambda s: (-s.params(), _preference(s)[1]))
     n = shape.params()
 
     non_embedding_flops = 72 * shape.n_layers * shape.dim ** 2 + 6 * shape.n_layers * shape.dim * seq_len
