@@ -165,16 +165,13 @@ class Crawl(Stage):
         return [Task(name="crawl")]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         crawler = _Crawler(self.params, self.stage_dir, self._seed_list())
         try:
             crawler.run()
         finally:
             crawler.close()
-        return TaskResult(
-            files=crawler.files, counts=crawler.counts, seconds=time.perf_counter() - start,
-            first_errors=crawler.first_errors, info=crawler.info(),
-        )
+        return TaskResult(files=crawler.files, counts=crawler.counts,
+                          first_errors=crawler.first_errors, info=crawler.info())
 
     def _seed_list(self) -> list[str]:
         seeds = list(self.params.seeds)

@@ -74,9 +74,8 @@ class ExactDuplicates(Stage):
         return tasks
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         if task.name == SHARDS_TASK:
-            return self._write_shards_table(task, start)
+            return self._write_shards_table(task)
         table = pa.concat_tables([pq.read_table(f) for f in task.inputs])
         hi, lo, doc = (table.column(c).to_numpy() for c in ("hi", "lo", "doc"))
         order = np.lexsort((doc, lo, hi))
@@ -100,7 +99,7 @@ class ExactDuplicates(Stage):
         counts = Counts(n_in=len(doc), kept=len(sizes))
         info = {"duplicates": len(doc) - len(sizes),
                 "largest_group": int(sizes.max()) if len(sizes) else 0}
-        return TaskResult(files, counts, time.perf_counter() - start, info=info)
+        return TaskResult(files, counts, info=info)
 
     def _write_by_shard(self, task: Task, duplicates: pa.Table) -> list:
         """One file per source shard that has copies (the table is sorted by doc)."""
@@ -118,12 +117,12 @@ class ExactDuplicates(Stage):
             files.append(commit_table(self.stage_dir, final, part))
         return files
 
-    def _write_shards_table(self, task: Task, start: float) -> TaskResult:
+    def _write_shards_table(self, task: Task) -> TaskResult:
         metas = sorted((json.loads(Path(f).read_text()) for f in task.inputs),
                        key=lambda m: m["shard_index"])
         table = {"shards": [{k: m[k] for k in ("shard_index", "name", "shard", "rows")}
                             for m in metas]}
         entry = commit_json(self.stage_dir, self.stage_dir / "meta" / SHARDS_TABLE, table)
         # Counts stay empty: they would add documents to a count of fingerprints.
-        return TaskResult([entry], Counts(), time.perf_counter() - start,
+        return TaskResult([entry], Counts(),
                           info={"shards": len(metas), "docs": sum(m["rows"] for m in metas)})

@@ -19,7 +19,6 @@ Memory: one batch of texts (BATCH_ROWS documents) plus one shard's fingerprint r
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,6 @@ class ExactFingerprints(Stage):
                 for index, (name, (_, path)) in enumerate(zip(names, shards))]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         path = task.inputs[0]
         columns = ["id", "text", "url"] if self.params.include_url else ["id", "text"]
         fingerprints, ids = [], []
@@ -76,7 +74,7 @@ class ExactFingerprints(Stage):
         meta = {"shard_index": task.get("shard_index"), "shard": path, "name": task.name,
                 "rows": counts.n_in, "partitions": self.params.partitions}
         files.append(commit_json(self.stage_dir, self.stage_dir / "meta" / f"{task.name}.json", meta))
-        return TaskResult(files, counts, time.perf_counter() - start)
+        return TaskResult(files, counts)
 
     def _write_partitions(self, task: Task, fp: np.ndarray, ids: pa.Array) -> list:
         partitions = self.params.partitions

@@ -110,9 +110,8 @@ class MinhashBuckets(Stage):
         return tasks
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         if task.name == SHARDS_TASK:
-            return self._write_shards_table(task, start)
+            return self._write_shards_table(task)
         tables = [pq.read_table(f) for f in task.inputs]
         table = pa.concat_tables(tables) if tables else pa.table({"band": [], "key": [], "doc": []})
         band = table.column("band").to_numpy()
@@ -132,7 +131,7 @@ class MinhashBuckets(Stage):
         entry = commit_table(self.stage_dir, final, pa.table({"a": a, "b": b}))
         counts = Counts(n_in=len(doc), kept=len(a))
         info["pairs"] = len(a)
-        return TaskResult([entry], counts, time.perf_counter() - start, info=info)
+        return TaskResult([entry], counts, info=info)
 
     def _similarity(self, a: np.ndarray, b: np.ndarray, task: Task) -> np.ndarray:
         files = task.get("verify_files")
@@ -142,7 +141,7 @@ class MinhashBuckets(Stage):
         (a_owner, a_values), (b_owner, b_values) = (_gather_shingles(r, files) for r in (a, b))
         return exact_jaccard(a_owner, a_values, b_owner, b_values, len(a))
 
-    def _write_shards_table(self, task: Task, start: float) -> TaskResult:
+    def _write_shards_table(self, task: Task) -> TaskResult:
         metas = sorted((json.loads(Path(f).read_text()) for f in task.inputs),
                        key=lambda m: m["shard_index"])
         if [m["shard_index"] for m in metas] != list(range(len(metas))):
@@ -155,7 +154,7 @@ class MinhashBuckets(Stage):
         }
         entry = commit_json(self.stage_dir, self.stage_dir / "meta" / SHARDS_TABLE, table)
         # Counts stay empty: they would add documents to a funnel of band rows and pairs.
-        return TaskResult([entry], Counts(), time.perf_counter() - start,
+        return TaskResult([entry], Counts(),
                           info={"shards": len(metas), "docs": sum(m["rows"] for m in metas)})
 
 

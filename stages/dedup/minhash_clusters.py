@@ -28,7 +28,6 @@ fixed number of clustered documents, and grows with those documents at the state
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +72,6 @@ class MinhashClusters(Stage):
                      payload=(("shards", shards), ("shards_table", table)))]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         docs = np.empty(0, dtype=np.uint64)
         pair_rows = 0
         for a, b in _pair_batches(task.inputs):
@@ -106,7 +104,7 @@ class MinhashClusters(Stage):
             "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         }
         counts = Counts(n_in=pair_rows, kept=len(docs))
-        return TaskResult(files, counts, time.perf_counter() - start, info=info)
+        return TaskResult(files, counts, info=info)
 
     def _kept_ids(self, docs: np.ndarray, labels: np.ndarray, shards: tuple[str, ...]) -> pa.Array:
         """The kept member's document id for every clustered document, as an Arrow column.

@@ -25,7 +25,6 @@ empty texts). Documents are referenced as `shard_index << 32 | row`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,6 @@ class MinhashSignatures(Stage):
         ]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         p = self.params
         bands, rows = task.get("bands"), task.get("rows")
         shard_index = task.get("shard_index")
@@ -164,7 +162,7 @@ class MinhashSignatures(Stage):
         }
         files.append(commit_json(self.stage_dir, self.stage_dir / "meta" / f"{task.name}.json", meta))
         info = {"docs_without_words": no_words, "bands": bands, "rows": rows}
-        return TaskResult(files, counts, time.perf_counter() - start, info=info)
+        return TaskResult(files, counts, info=info)
 
     def _write_buckets(self, name: str, keys: list[np.ndarray], refs: list[np.ndarray],
                        bands: int) -> list:

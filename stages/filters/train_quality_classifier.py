@@ -40,7 +40,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,6 @@ class TrainQualityClassifier(Stage):
         )]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         p = self.params
         counts = Counts()
         positives = self._sample(_read_texts(task.get("positives")), p.max_positives, counts)
@@ -151,7 +149,7 @@ class TrainQualityClassifier(Stage):
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         entries.append(commit_artifact(self.stage_dir, tmp, metrics_path))
         counts.kept = len(positives) + len(negatives)
-        return TaskResult(entries, counts, time.perf_counter() - start, info=metrics)
+        return TaskResult(entries, counts, info=metrics)
 
     def _sample(self, texts: Iterator[tuple[str, str]], k: int, counts: Counts) -> list[tuple[str, str]]:
         """Bottom-k of (seeded hash of id): the same sample for any read order or sharding."""

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,10 +133,8 @@ class Tokenize(Stage):
         return tasks
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         if task.get("copy"):
-            return TaskResult([self._copy_tokenizer(task.inputs[0])], Counts(),
-                              time.perf_counter() - start)
+            return TaskResult([self._copy_tokenizer(task.inputs[0])], Counts())
         tokenizer = self._load_tokenizer(task.get("tokenizer"))
         vocab_size = tokenizer.get_vocab_size()
         prefix = [self._special_id(tokenizer, self.params.bos_token)] if self.params.bos else []
@@ -161,7 +158,7 @@ class Tokenize(Stage):
         counts.kept = counts.n_in
         counts.bytes_out = sum(f.bytes for f in files)
         info.update(vocab_size=vocab_size, tokenizer_sha256=task.get("tokenizer_sha256"))
-        return TaskResult(files, counts, time.perf_counter() - start, info=info)
+        return TaskResult(files, counts, info=info)
 
     def _copy_tokenizer(self, source: str) -> FileEntry:
         """tokenizer.json beside the shards, so their folder is all a trainer needs."""

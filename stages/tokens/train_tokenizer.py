@@ -118,7 +118,6 @@ class TrainTokenizer(Stage):
         return [Task(name="tokenizer", inputs=shards)]
 
     def run_task(self, task: Task) -> TaskResult:
-        start = time.perf_counter()
         p = self.params
         histogram, counts = self._bucket_bytes(task.inputs)
         heldout_bytes = min(p.heldout_bytes, counts.bytes_in // HELDOUT_MAX_SHARE)
@@ -162,7 +161,7 @@ class TrainTokenizer(Stage):
             "bytes_per_token_heldout": report["heldout"]["bytes_per_token"],
             "train_seconds": round(train_seconds, 3),
         }
-        return TaskResult(files, counts, time.perf_counter() - start, info=info)
+        return TaskResult(files, counts, info=info)
 
     def _trainer(self) -> Any:
         from tokenizers import pre_tokenizers, trainers

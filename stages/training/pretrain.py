@@ -79,11 +79,8 @@ class Pretrain(Stage):
         return [Task(name="train", inputs=(dirs.pop(),))]
 
     def run_task(self, task: Task) -> TaskResult:
-        import time
-
         from model.trainer import Trainer
 
-        start = time.perf_counter()
         config = training_config(self.params, task.inputs[0], str(self.stage_dir / "train"))
         trainer = Trainer(config)
         try:
@@ -101,7 +98,7 @@ class Pretrain(Stage):
         files.append(commit_artifact(self.stage_dir, tmp, self.stage_dir / "sample.txt"))
         info = _summary(self.stage_dir / "train_log.jsonl")
         info.update(parameters=trainer.num_params, sample=self.params.sample_prompt + sample)
-        return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
+        return TaskResult(files, Counts(), info=info)
 
     def _sample(self, model_dir: Path) -> str:
         from tokenizers import Tokenizer

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,6 @@ class SFT(Stage):
     def run_task(self, task: Task) -> TaskResult:
         from model.sft import SFTTrainer
 
-        start = time.perf_counter()
         trainer = SFTTrainer(sft_config(self.params, task.inputs[0], str(self.stage_dir / "train")))
         try:
             trainer.train()
@@ -92,5 +90,5 @@ class SFT(Stage):
                 "first_loss": records[0]["loss"] if records else None,
                 "final_loss": records[-1]["loss"] if records else None,
                 "first_val_loss": vals[0] if vals else None, "final_val_loss": vals[-1] if vals else None}
-        return TaskResult(files, Counts(), time.perf_counter() - start, info=info)
+        return TaskResult(files, Counts(), info=info)
 
