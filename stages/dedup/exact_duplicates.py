@@ -20,7 +20,6 @@ about 80 bytes plus the id per document (docs / partitions of them), never the c
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np

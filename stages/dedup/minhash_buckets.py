@@ -29,7 +29,6 @@ and the MinHash parameters, which the clusters and filter phases read.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Literal
 
