@@ -31,6 +31,9 @@ MANIFEST = "manifest.json"
 STATS = "stats.json"
 PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
 ROWS_PER_BATCH = 1024
+# A batch (and so a Parquet row group) is also cut once its text passes this size, so a
+# writer or a reader of shards of near-cap documents holds MBs, not 1024 x the cap.
+MAX_BATCH_TEXT = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def commit_copy(stage_dir: Path, source: Path | str, rel: str) -> FileEntry:
 class ParquetShardWriter:
     """Streams rows into Parquet shards, rotating to a new file every `max_docs` documents.
 
-    Rows are buffered `ROWS_PER_BATCH` at a time, so memory is bounded by the batch, not
+    Rows are buffered `ROWS_PER_BATCH` at a time or until their text passes
+    `MAX_BATCH_TEXT`, so memory is bounded by the batch (and readers by the row group), not
     the shard. Shards are named by `name_for(index)`; a shard is committed when it is full
     or when the writer closes. Zero documents still commit one (empty) shard, so every task
     leaves proof that it ran.
@@ -97,6 +101,7 @@ class ParquetShardWriter:
         self.max_docs = max_docs
         self.entries: list[FileEntry] = []
         self._rows: list[dict[str, Any]] = []
+        self._text_chars = 0
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._docs_in_shard = 0
@@ -105,8 +110,9 @@ class ParquetShardWriter:
         if self._writer is None:
             self._open()
         self._rows.append(row)
+        self._text_chars += len(row.get("text") or "")
         self._docs_in_shard += 1
-        if len(self._rows) >= ROWS_PER_BATCH:
+        if len(self._rows) >= ROWS_PER_BATCH or self._text_chars >= MAX_BATCH_TEXT:
             self._flush()
         if self.max_docs is not None and self._docs_in_shard >= self.max_docs:
             self._commit()
@@ -138,6 +144,7 @@ class ParquetShardWriter:
             table = pa.Table.from_pylist(self._rows, schema=self.schema)
             self._writer.write_table(table, row_group_size=ROWS_PER_BATCH)
             self._rows = []
+            self._text_chars = 0
 
     def _commit(self) -> None:
         self._flush()

@@ -36,6 +36,7 @@ from pipeline.config import Config, ConfigError, config_from_dict, load_config
 from pipeline.executors import make_executor
 from pipeline.runner import StageOutcome, run_config
 from pipeline.status import format_status, run_status
+from pipeline.storage import StorageError
 from stages import stage_class_for
 
 # The trainer writes its log here in its output folder (model/trainer.py), so that
@@ -66,7 +67,7 @@ def run(
     runner = make_executor(executor or ex.kind, workers or ex.workers, scheduler or ex.scheduler)
     try:
         return run_config(loaded, runner, force=force, until=until,
-                          run_dir=Path(run_dir) if run_dir else None)
+                          run_dir=str(run_dir) if run_dir else None)
     finally:
         runner.close()
 
@@ -93,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = run_status(Path(args.run_dir))
+    status = run_status(args.run_dir)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
@@ -136,7 +137,8 @@ def bad_input(exc: BaseException) -> bool:
     """True when `exc` means the user's input is wrong (exit 2), not a failure (exit 1)."""
     from model import cli as model_cli  # BAD_INPUT imports the model's modules: only here
 
-    return isinstance(exc, (ConfigError, FileNotFoundError, NotADirectoryError, *model_cli.BAD_INPUT))
+    return isinstance(exc, (ConfigError, StorageError, FileNotFoundError, NotADirectoryError,
+                            *model_cli.BAD_INPUT))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ renders (stages are found by their `manifest.json`, listed in `run.json`'s order
 - **Document lengths** (characters, log bins) before filtering (the documents entering the
   first filtering stage: its kept plus rejected shards) and after (the last doc stage's
   kept shards). A doc stage is one whose manifest lists `shards/*.parquet`; a filtering
-  stage is one whose kind declares `filters`.
+  stage is one whose kind is a `FilterStage` (manifest: `filters`).
 - **Languages**: the `lang` column of the stage that added it, seen vs kept.
 - **Duplicates**: cluster sizes from `dup_cluster_size` (MinHash) and `exact_dup_count`
   (exact), one count per cluster (its kept member).
@@ -48,14 +48,16 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipeline import storage
+from pipeline.artifacts import open_parquet
 from pipeline.status import RUN_FILE, StageView, load_stages
 
 TEMPLATE = "report_template.html"
@@ -78,13 +80,27 @@ class Section:
 # ---------------------------------------------------------------- reading doc shards
 
 def text_lengths(paths: list[Path]) -> np.ndarray:
-    parts = [pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
-             for path in paths for batch in pq.ParquetFile(path).iter_batches(BATCH, columns=["text"])]
+    parts = []
+    for path in paths:
+        with open_parquet(path) as parquet:
+            parts += [pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
+                      for batch in parquet.iter_batches(BATCH, columns=["text"])]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def column_values(paths: list[Path], column: str) -> list[Any]:
-    return [v for path in paths for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
+    values = []
+    for path in paths:
+        with open_parquet(path) as parquet:
+            values += parquet.read(columns=[column]).column(column).to_pylist()
+    return values
+
+
+def _rows(paths: list[Path], columns: list[str]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(BATCH, columns=columns):
+                yield from batch.to_pylist()
 
 
 def _rank(doc_id: str) -> bytes:
@@ -96,22 +112,20 @@ def sample_docs(paths: list[Path], k: int, by_reason: bool) -> dict[str, list[di
     columns = ["id", "text", "url"] + (["reason", "error"] if by_reason else [])
     heaps: dict[str, list[tuple[bytes, int, dict[str, Any]]]] = {}
     seen = 0
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(BATCH, columns=columns):
-            for row in batch.to_pylist():
-                reason = row["reason"] if by_reason else "kept"
-                heap = heaps.setdefault(reason, [])
-                text = row["text"]
-                doc = {"id": row["id"], "url": row["url"], "chars": len(text),
-                       "text": text[:SAMPLE_CHARS], "cut": len(text) > SAMPLE_CHARS,
-                       "error": row.get("error")}
-                # Max-heap on the rank (negated bytes), so the k smallest ranks stay.
-                item = (bytes(255 - b for b in _rank(row["id"])), seen, doc)
-                seen += 1
-                if len(heap) < k:
-                    heapq.heappush(heap, item)
-                elif item[0] > heap[0][0]:
-                    heapq.heapreplace(heap, item)
+    for row in _rows(paths, columns):
+        reason = row["reason"] if by_reason else "kept"
+        heap = heaps.setdefault(reason, [])
+        text = row["text"]
+        doc = {"id": row["id"], "url": row["url"], "chars": len(text),
+               "text": text[:SAMPLE_CHARS], "cut": len(text) > SAMPLE_CHARS,
+               "error": row.get("error")}
+        # Max-heap on the rank (negated bytes), so the k smallest ranks stay.
+        item = (bytes(255 - b for b in _rank(row["id"])), seen, doc)
+        seen += 1
+        if len(heap) < k:
+            heapq.heappush(heap, item)
+        elif item[0] > heap[0][0]:
+            heapq.heapreplace(heap, item)
     return {reason: [d for _, _, d in sorted(heap, key=lambda t: t[0], reverse=True)]
             for reason, heap in sorted(heaps.items())}
 
@@ -143,7 +157,7 @@ class PlotWriter:
         fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
         self.plt.close(fig)
         data = buffer.getvalue()
-        (self.out_dir / f"{name}.png").write_bytes(data)
+        storage.write_bytes(self.out_dir / f"{name}.png", data)
         return {"name": name, "alt": alt, "png": base64.b64encode(data).decode("ascii")}
 
 
@@ -436,17 +450,17 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3,
     file name of a training log at the top of `run_dir` (a trainer output folder)."""
     import jinja2
 
-    run_dir = Path(run_dir)
+    run_dir = storage.run_location(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     stages = load_stages(run_dir)
     if not stages and not (trainer_log and (run_dir / trainer_log).exists()):
         raise FileNotFoundError(f"{run_dir}: no stage manifest (*/manifest.json) and no training "
                                 f"log ({trainer_log}): nothing to report")
-    out_dir = Path(out_dir) if out_dir else run_dir / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):
-        old.unlink()
+    out_dir = storage.run_location(out_dir) if out_dir else run_dir / "report"
+    for old in storage.list_files(out_dir):
+        if old.name.endswith(".png"):
+            storage.remove(old)
     plots = PlotWriter(out_dir)
     sections = [
         funnel_section(stages, plots) if stages else None,
@@ -464,12 +478,12 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3,
         run_dir=str(run_dir), name=order.get("name", run_dir.name), config=order.get("config"),
         sections=[s for s in sections if s is not None])
     path = out_dir / "report.html"
-    path.write_text(html, encoding="utf-8")
+    storage.write_bytes(path, html.encode("utf-8"))
     return path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = build_report(Path(args.run_dir), Path(args.out) if args.out else None, args.samples,
+    path = build_report(args.run_dir, args.out, args.samples,
                         args.trainer_log)
     print(f"report: {path}")
     return 0

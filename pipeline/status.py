@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 
-from pipeline.artifacts import MANIFEST, STATS
+from pipeline.artifacts import MANIFEST, STATS, shard_schema
 from pipeline.manifest import Manifest
 from pipeline.stage import Counts
+from pipeline.storage import run_location
 
 RUN_FILE = "run.json"
 
@@ -61,7 +61,7 @@ class StageView:
 
     def schema_names(self) -> set[str]:
         shards = self.paths("shards")
-        return set(pq.read_schema(shards[0]).names) if shards else set()
+        return set(shard_schema(shards[0]).names) if shards else set()
 
     def report_file(self, what: str) -> Path | None:
         """The file the stage declares for report section `what`: the first candidate the
@@ -73,7 +73,8 @@ class StageView:
         return self.directory / found[0] if found else None
 
 
-def load_stages(run_dir: Path) -> list[StageView]:
+def load_stages(run_dir: Path | str) -> list[StageView]:
+    run_dir = run_location(run_dir)
     order_file = run_dir / RUN_FILE
     names = json.loads(order_file.read_text())["stages"] if order_file.exists() else []
     names += sorted(p.parent.name for p in run_dir.glob(f"*/{MANIFEST}") if p.parent.name not in names)
@@ -96,7 +97,8 @@ def load_stages(run_dir: Path) -> list[StageView]:
     return stages
 
 
-def run_status(run_dir: Path) -> dict[str, Any]:
+def run_status(run_dir: Path | str) -> dict[str, Any]:
+    run_dir = run_location(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     stages = []

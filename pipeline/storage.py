@@ -48,6 +48,8 @@ def is_url(text: str | os.PathLike) -> bool:
 
 def run_location(text: str | os.PathLike) -> Any:
     """A local `Path`, or a `UPath` for a URL; StorageError if its filesystem is missing."""
+    if hasattr(text, "fs"):
+        return text  # already a UPath
     if isinstance(text, Path) or not is_url(text):
         return Path(text)
     text = str(text)

@@ -47,11 +47,13 @@ def s3_server():
     """A real S3-compatible server for the session: moto's standalone server on 127.0.0.1
     and a free port. The AWS_* variables point boto and s3fs at it; child processes (CLI
     runs, dask scheduler and workers) inherit them. Yields the endpoint URL."""
+    import logging
     import os
     import socket
 
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per HTTP request
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
