@@ -7,7 +7,9 @@ executor runs it. Most stages are `DocStage`s: they stream documents with
 to `shards/` and rejected ones to `rejected/`, times the work and keeps the funnel counts
 that the engine checks (`in == kept + sum(dropped) + sum(errors)`, per shard). A stage
 that counts something other than documents says so in `units` ("band rows -> pairs");
-the manifest and `lmforge status` carry it.
+the manifest and `lmforge status` carry it. A `FilterStage` is a DocStage that drops
+documents by a rule; that, and the files a stage offers the report (`report_files`), are
+what `lmforge report` knows of a stage, never its kind's name.
 
 Composite stages. A `CompositeStage` is a kind the user writes once and the config loader
 replaces, before any cache key is computed, by the stages it is made of (its phases):
@@ -160,9 +162,7 @@ class Stage:
     # What `in` and `kept` count, shown by `lmforge status`; "A -> B" when `in` counts A
     # and `kept` counts B (minhash_buckets: "band rows -> pairs").
     units: ClassVar[str] = "documents"
-    # A stage that drops documents by a rule: `lmforge report` measures the lengths "before
-    # filtering" on what enters the first such stage.
-    filters: ClassVar[bool] = False
+    filters: ClassVar[bool] = False  # True for a FilterStage
     # Files `lmforge report` can show, by the format the report knows them as, each a list
     # of paths in the stage directory (the first the manifest lists wins, else the first
     # that exists, e.g. a running stage's scratch copy): "tokenizer_report" (JSON: heldout,
@@ -338,6 +338,14 @@ def _describe(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+class FilterStage(DocStage):
+    """A doc stage that drops documents by a rule (filters, language ID, dedup's last
+    phase): `lmforge report` measures the lengths "before filtering" on what enters the
+    first one."""
+
+    filters = True
+
 
 
 def execute_task(stage: Stage, task: Task) -> TaskResult:

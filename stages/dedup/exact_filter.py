@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.documents import Document, Rejected
-from pipeline.stage import DocStage, Params, StageInput, Task, TaskResult
+from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
 from stages.dedup.minhash import input_of_kind, read_shards_table
 
 REASON = "exact_dedup:duplicate"
@@ -30,11 +30,10 @@ class ExactFilterParams(Params):
     pass
 
 
-class ExactFilter(DocStage):
+class ExactFilter(FilterStage):
     kind = "exact_filter"
     version = 1
     Params = ExactFilterParams
-    filters = True
     score_columns = {"exact_dup_of": pa.string(), "exact_dup_count": pa.int64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:

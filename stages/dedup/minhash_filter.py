@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.documents import Document, Rejected
 from stages.dedup.minhash import files_under, input_of_kind, read_shards_table
-from pipeline.stage import DocStage, Params, StageInput, Task
+from pipeline.stage import FilterStage, Params, StageInput, Task
 
 REASON = "minhash:duplicate"
 
@@ -29,10 +29,9 @@ class MinhashFilterParams(Params):
     pass
 
 
-class MinhashFilter(DocStage):
+class MinhashFilter(FilterStage):
     kind = "minhash_filter"
     version = 1
-    filters = True
     Params = MinhashFilterParams
     score_columns = {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64()}
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from pipeline.documents import Document, Rejected
-from pipeline.stage import DocStage, Params
+from pipeline.stage import FilterStage, Params
 
 _MISSING = object()
 
@@ -66,10 +66,9 @@ class FilterParams(Params):
         return self
 
 
-class Filter(DocStage):
+class Filter(FilterStage):
     kind = "filter"
     version = 1
-    filters = True
     Params = FilterParams
 
     def apply(self, doc: Document) -> Document | Rejected:

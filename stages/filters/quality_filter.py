@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from pipeline import storage
 from pipeline.artifacts import read_doc_shard
 from pipeline.documents import Document, Rejected
-from pipeline.stage import DocStage, Params, StageInput, Task, TaskResult
+from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
 from stages.filters.text import fasttext_line, load_fasttext
 
 TRAIN_KIND = "train_quality_classifier"
@@ -54,10 +54,9 @@ class QualityFilterParams(Params):
         return self
 
 
-class QualityFilter(DocStage):
+class QualityFilter(FilterStage):
     kind = "quality_filter"
     version = 1
-    filters = True
     Params = QualityFilterParams
     score_columns = {"quality_score": pa.float64()}
 
