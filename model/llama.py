@@ -200,7 +200,8 @@ class LossHead(nn.Module):
     It owns no parameters: the norm gain and output matrix are passed in, so they keep their
     names in the model (and under FSDP2 stay with the root's shard) while this forward is
     compiled on its own. Compiled, the fp32 upcast of the logits and the log-softmax fuse
-    into the loss kernels instead of materialising a (tokens x vocab) fp32 copy.
+    into the loss kernels; eager, they are separate passes over an fp32 copy of the logits.
+    The model's ``norm`` module holds the final gain; this head applies it.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -288,9 +289,10 @@ class Transformer(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token at context ``seq_len``.
 
-        6 per weight of every matmul (the output head included, the embedding lookup not),
-        plus the attention score and value products, 12 * layers * heads * head_dim * T
-        (PaLM appendix B; the causal mask is not discounted, as in nanoGPT's MFU).
+        6 per weight of every matmul (the output head included with its padding rows, which
+        the matmul computes; the embedding lookup not), plus the attention score and value
+        products, 12 * layers * heads * head_dim * T (PaLM appendix B; the causal mask is not
+        discounted, as in nanoGPT's MFU).
         """
         c = self.config
         # Tied: the shared matrix is still one matmul (the head); untied: drop the lookup table.
