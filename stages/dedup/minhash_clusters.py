@@ -45,6 +45,7 @@ from stages.dedup.minhash import (
     read_shards_table,
     ref_row,
     ref_shard,
+    sorted_distinct,
     union_pairs,
 )
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
@@ -75,7 +76,7 @@ class MinhashClusters(Stage):
         docs = np.empty(0, dtype=np.uint64)
         pair_rows = 0
         for a, b in _pair_batches(task.inputs):
-            docs = np.union1d(docs, np.concatenate([a, b]))
+            docs = sorted_distinct(np.concatenate([docs, a, b]))
             pair_rows += len(a)
         parent = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
         for a, b in _pair_batches(task.inputs):
@@ -112,11 +113,11 @@ class MinhashClusters(Stage):
         Each shard's `id` column is read once, and only for the shards that hold a kept
         member; ids stay Arrow strings (no Python object per document).
         """
-        kept_index = np.unique(labels)  # sorted, so shard by shard in corpus order
+        kept_index = sorted_distinct(labels)  # shard by shard in corpus order
         refs = docs[kept_index]
         shard_of = ref_shard(refs)
         parts = []
-        for index in np.unique(shard_of):
+        for index in sorted_distinct(shard_of):
             path = shards[index]
             column = pq.read_table(path, columns=["id"]).column("id").combine_chunks()
             rows = ref_row(refs[shard_of == index])
