@@ -80,6 +80,10 @@ class Manifest:
     def files(self) -> list[str]:
         return sorted(f["path"] for t in self.tasks.values() for f in t["files"])
 
+    def checksums(self) -> list[tuple[str, str]]:
+        """(path, sha256) of every committed file, in the order of `files()`."""
+        return sorted((f["path"], f["sha256"]) for t in self.tasks.values() for f in t["files"])
+
     def record(self, task_name: str, entry: dict[str, Any]) -> None:
         """Add a finished task's entry durably: after this returns, the task is done."""
         self.tasks[task_name] = entry

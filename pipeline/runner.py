@@ -52,6 +52,7 @@ def stage_input(run_dir: Path, name: str) -> StageInput:
         kind=manifest.data["kind"],
         directory=stage_dir,
         files=tuple(str(stage_dir / p) for p in manifest.files()),
+        sha256=tuple(sha for _, sha in manifest.checksums()),
     )
 
 

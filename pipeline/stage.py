@@ -89,12 +89,17 @@ class StageInput:
     name: str
     kind: str
     directory: Path
-    files: tuple[str, ...]  # absolute paths, sorted
+    files: tuple[str, ...]  # absolute paths or URLs, sorted
+    sha256: tuple[str, ...] = ()  # the manifest's checksum of each file, in the same order
 
     @property
     def shards(self) -> list[str]:
         """The doc (or token) shards under `shards/`."""
         return [f for f in self.files if Path(f).parent.name == "shards"]
+
+    def checksum(self, path: str) -> str | None:
+        """The manifest's sha256 of one of `files` (to verify a local copy)."""
+        return dict(zip(self.files, self.sha256)).get(path)
 
 
 @dataclass
@@ -334,11 +339,6 @@ class DocStage(Stage):
         return TaskResult(files, counts, first_errors=first_errors)
 
 
-def _describe(exc: BaseException) -> str:
-    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" ({Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
-    return f"{type(exc).__name__}: {exc}{where}"
-
 class FilterStage(DocStage):
     """A doc stage that drops documents by a rule (filters, language ID, dedup's last
     phase): `lmforge report` measures the lengths "before filtering" on what enters the
@@ -346,6 +346,11 @@ class FilterStage(DocStage):
 
     filters = True
 
+
+def _describe(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" ({Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def execute_task(stage: Stage, task: Task) -> TaskResult:

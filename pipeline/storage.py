@@ -208,3 +208,28 @@ def local_copy(url: str, sha256: str | None = None, cache: Path | None = None) -
         raise StorageError(f"{url}: sha256 {got} does not match the manifest's {sha256}")
     os.replace(tmp, final)
     return final
+
+
+def local_folder(files: list[tuple[str, str | None]], cache: Path | None = None) -> Path:
+    """A local folder holding `files` ((url, sha256) pairs) under their base names, for
+    readers that want a folder (the trainer's token shards): each remote file fetched once
+    into the cache and checked, then linked in. The folder is built under a temp name and
+    renamed, so a folder that exists is complete."""
+    cache = cache or cache_root()
+    key = hashlib.sha256("\n".join(f"{u} {s}" for u, s in sorted(files)).encode()).hexdigest()
+    folder = cache / "folders" / key[:16]
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(f"{folder.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    for url, sha in files:
+        source = local_copy(url, sha, cache)
+        try:
+            os.link(source, tmp / source.name)
+        except OSError:  # another filesystem: copy
+            shutil.copyfile(source, tmp / source.name)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

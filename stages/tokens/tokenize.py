@@ -105,12 +105,12 @@ class Tokenize(Stage):
             for (stage, path), stem in zip(shards, stems)
         ]
 
-    def _tokenizer_file(self, inputs: list[StageInput]) -> Path:
-        found = [Path(f) for inp in inputs for f in inp.files if Path(f).name == TOKENIZER_FILE]
+    def _tokenizer_file(self, inputs: list[StageInput]) -> str:
+        found = [f for inp in inputs for f in inp.files if Path(f).name == TOKENIZER_FILE]
         if len(found) != 1:
             raise ValueError(
                 f"stage '{self.name}': needs exactly one {TOKENIZER_FILE} among its inputs "
-                f"(a train_tokenizer stage), found {len(found)}: {[str(f) for f in found]}"
+                f"(a train_tokenizer stage), found {len(found)}: {found}"
             )
         return found[0]
 

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from pipeline.artifacts import commit_artifact, commit_copy, tmp_path_for
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.training.presets import MODEL_FILES, load_preset, model_config
+from stages.training.scratch import TrainingScratch, local_inputs, uploading
 
 
 class PretrainParams(Params):
@@ -72,17 +73,24 @@ class Pretrain(Stage):
         return hashlib.sha256(Path(self.params.preset).read_bytes()).hexdigest()
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        dirs = {str(Path(s).parent) for inp in inputs for s in inp.shards if s.endswith(".bin")}
+        folder = lambda f: f.rsplit("/", 1)[0]  # noqa: E731 (local paths and URLs alike)
+        dirs = {folder(s) for inp in inputs for s in inp.shards if s.endswith(".bin")}
         if len(dirs) != 1:
             raise ValueError(f"stage '{self.name}': needs exactly one tokenize stage as input "
                              f"(token shards found in: {sorted(dirs) or 'none'})")
-        return [Task(name="train", inputs=(dirs.pop(),))]
+        shards = dirs.pop()
+        files = [(f, inp.checksum(f)) for inp in inputs for f in inp.shards if folder(f) == shards]
+        return [Task(name="train", inputs=tuple(f for f, _ in files),
+                     payload=(("sha256", tuple(sha for _, sha in files)),))]
 
     def run_task(self, task: Task) -> TaskResult:
         from model.trainer import Trainer
 
-        config = training_config(self.params, task.inputs[0], str(self.stage_dir / "train"))
-        trainer = Trainer(config)
+        scratch = TrainingScratch(self.stage_dir)
+        scratch.pull()
+        data_dir = local_inputs(task.inputs, task.get("sha256"))
+        config = training_config(self.params, str(data_dir), str(scratch.local))
+        trainer = uploading(Trainer, scratch)(config)
         try:
             trainer.train()
             checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
@@ -90,13 +98,12 @@ class Pretrain(Stage):
             trainer.close()
         files = [commit_copy(self.stage_dir, checkpoint / name, f"model/{name}")
                  for name in MODEL_FILES if (checkpoint / name).exists()]
-        log = self.stage_dir / "train" / "log.jsonl"
-        files.append(commit_copy(self.stage_dir, log, "train_log.jsonl"))
-        sample = self._sample(self.stage_dir / "model") if self.params.sample_tokens else ""
+        files.append(commit_copy(self.stage_dir, scratch.log, "train_log.jsonl"))
+        sample = self._sample(checkpoint) if self.params.sample_tokens else ""
         tmp = tmp_path_for(self.stage_dir / "sample.txt")
         tmp.write_text(self.params.sample_prompt + sample + "\n")
         files.append(commit_artifact(self.stage_dir, tmp, self.stage_dir / "sample.txt"))
-        info = _summary(self.stage_dir / "train_log.jsonl")
+        info = _summary(scratch.log)
         info.update(parameters=trainer.num_params, sample=self.params.sample_prompt + sample)
         return TaskResult(files, Counts(), info=info)
 

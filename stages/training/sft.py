@@ -27,6 +27,7 @@ from pydantic import model_validator
 from pipeline.artifacts import commit_copy
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.training.presets import MODEL_FILES, load_preset, model_config
+from stages.training.scratch import TrainingScratch, local_inputs, uploading
 
 
 class SFTParams(Params):
@@ -64,24 +65,30 @@ class SFT(Stage):
         return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if p is not None}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        models = sorted(str(Path(f).parent) for inp in inputs for f in inp.files
-                        if Path(f).name == "model.safetensors" and Path(f).parent.name == "model")
+        folder = lambda f: f.rsplit("/", 1)[0]  # noqa: E731 (local paths and URLs alike)
+        models = sorted(folder(f) for inp in inputs for f in inp.files
+                        if f.endswith("/model/model.safetensors"))
         if len(models) != 1:
             raise ValueError(f"stage '{self.name}': needs exactly one input stage with a committed model/ "
                              f"(a pretrain or sft stage); found: {models or 'none'}")
-        return [Task(name="sft", inputs=(models[0],))]
+        files = [(f, inp.checksum(f)) for inp in inputs for f in inp.files if folder(f) == models[0]]
+        return [Task(name="sft", inputs=tuple(f for f, _ in files),
+                     payload=(("sha256", tuple(sha for _, sha in files)),))]
 
     def run_task(self, task: Task) -> TaskResult:
         from model.sft import SFTTrainer
 
-        trainer = SFTTrainer(sft_config(self.params, task.inputs[0], str(self.stage_dir / "train")))
+        scratch = TrainingScratch(self.stage_dir)
+        scratch.pull()
+        init_from = local_inputs(task.inputs, task.get("sha256"))
+        trainer = uploading(SFTTrainer, scratch)(sft_config(self.params, str(init_from), str(scratch.local)))
         try:
             trainer.train()
             checkpoint = trainer.save_checkpoint()  # the final state, even if already saved
         finally:
             trainer.close()
         files = [commit_copy(self.stage_dir, checkpoint / name, f"model/{name}") for name in MODEL_FILES]
-        log = self.stage_dir / "train" / "log.jsonl"
+        log = scratch.log
         files.append(commit_copy(self.stage_dir, log, "train_log.jsonl"))
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
