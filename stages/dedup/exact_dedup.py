@@ -20,9 +20,9 @@ becomes three stages joined by files on disk, each spread over workers:
 
 so `inputs: [NAME]` downstream reads the deduplicated documents, with the same shard
 names as the inputs. Params: `include_url` (default false) and `partitions` (default 16:
-the duplicates phase holds docs / partitions fingerprints per task, about 80 bytes plus
-the id each). The output does not depend on `partitions`, the executor or the worker
-count.
+a duplicates task holds docs / partitions fingerprints, about 160 bytes each with short
+ids; the other phases hold one shard). The output does not depend on `partitions`, the
+executor or the worker count.
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ document id (its own on the kept copy), `count` the copies in the corpus. A last
 checks its inputs against.
 
 In `lmforge status`, `in` counts fingerprints read and `kept` distinct fingerprints (the
-manifest's task `info` has duplicates and the largest group). Memory: one partition,
-about 80 bytes plus the id per document (docs / partitions of them), never the corpus.
+manifest's task `info` has duplicates and the largest group).
+
+Memory: one partition (docs / partitions documents), never the corpus: about 160 bytes
+per document with 11-character ids, measured by bench/dedup.py `exact-memory` (1M
+documents: 258 MB peak in one partition, 128 MB in each of 16; the engine alone is 101 MB).
 """
 
 from __future__ import annotations
