@@ -86,9 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config)
     outcomes = run(config, args.executor, args.workers, args.scheduler, args.run_dir,
                    args.force, args.until)
+    width = max([20, *(len(o.name) + 1 for o in outcomes)])
     for outcome in outcomes:
         c = outcome.counts
-        print(f"{outcome.name:<20} {outcome.status:<8} in {c.n_in:>9,}  kept {c.kept:>9,}")
+        print(f"{outcome.name:<{width}} {outcome.status:<8} in {c.n_in:>9,}  kept {c.kept:>9,}")
     print(f"run directory: {config.run_dir}")
     return 0
 

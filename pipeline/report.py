@@ -167,17 +167,18 @@ def _mb(n: int) -> str:
 
 def funnel_section(stages: list[StageView], plots: PlotWriter) -> Section:
     section = Section("funnel", "Funnel", "Documents and bytes through each stage; drops and "
-                      "errors by reason. For stages that are not document stages, `in` and "
-                      "`kept` count what that stage counts (URLs, pairs, documents sampled).")
+                      "errors by reason. Where `units` is not documents, `in` and `kept` count "
+                      "what the stage declares (URLs, band rows, pairs).")
     rows = []
     for s in stages:
         c = s.counts
-        rows.append([s.name, s.kind, "complete" if s.complete else "partial", f"{c.n_in:,}",
+        rows.append([s.name, s.kind, s.units, "complete" if s.complete else "partial", f"{c.n_in:,}",
                      f"{c.kept:,}", f"{sum(c.dropped.values()):,}", f"{sum(c.errors.values()):,}",
                      _mb(c.bytes_in), _mb(c.bytes_out),
                      f"{s.wall_seconds:.2f}" if s.wall_seconds is not None else "-"])
     section.tables.append({"caption": "Stages", "header": [
-        "stage", "kind", "state", "in", "kept", "dropped", "errors", "MB in", "MB kept", "wall s"],
+        "stage", "kind", "units", "state", "in", "kept", "dropped", "errors", "MB in", "MB kept",
+        "wall s"],
         "rows": rows})
     reasons = [[s.name, outcome, reason, f"{n:,}", f"{n / s.counts.n_in:.1%}" if s.counts.n_in else "-"]
                for s in stages for outcome, counter in (("dropped", s.counts.dropped), ("error", s.counts.errors))

@@ -10,7 +10,8 @@ JSON schema (stable; `schema_version` changes if it does):
 
 `units` says what `in`, `kept`, the drops and `docs_per_second` count, as the stage
 class declares it: "documents" by default; "A -> B" when `in` counts A and `kept` counts
-B (`minhash_buckets`: "band rows -> pairs"; `minhash_clusters`: "pairs -> documents").
+B (`crawl`: "URLs -> pages"; `minhash_buckets`: "band rows -> pairs"; `minhash_clusters`:
+"pairs -> documents").
 Version 2 added `units`; in version 1 such rows mixed units silently. Phases of a composite stage are rows of their own,
 named `<stage>.<phase>`.
 
@@ -121,17 +122,19 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
 
 
 def format_status(status: dict[str, Any]) -> str:
-    header = (f"{'stage':<18} {'kind':<18} {'units':<20} {'state':<9} {'in':>10} {'kept':>10} "
+    w = max([18, *(len(s["stage"]) + 1 for s in status["stages"])])  # phases: `<stage>.<phase>`
+    header = (f"{'stage':<{w}} {'kind':<18} {'units':<20} {'state':<9} {'in':>10} {'kept':>10} "
               f"{'dropped':>9} {'errors':>7} {'wall s':>8} {'in/s':>10}")
     lines = [f"run: {status['run_dir']}", header, "-" * len(header)]
     for s in status["stages"]:
         wall = f"{s['wall_seconds']:.2f}" if s["wall_seconds"] is not None else "-"
         rate = f"{s['docs_per_second']:,.0f}" if s["docs_per_second"] is not None else "-"
         lines.append(
-            f"{s['stage']:<18} {s['kind']:<18} {s['units']:<20} {s['state']:<9} {s['in']:>10,} {s['kept']:>10,} "
-            f"{sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} {wall:>8} {rate:>10}"
+            f"{s['stage']:<{w}} {s['kind']:<18} {s['units']:<20} {s['state']:<9} {s['in']:>10,} "
+            f"{s['kept']:>10,} {sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} "
+            f"{wall:>8} {rate:>10}"
         )
         for outcome in ("dropped", "errors"):
             for reason, n in sorted(s[outcome].items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"{'':<18} {outcome[:-1] if outcome == 'errors' else 'drop'}: {reason:<40} {n:>10,}")
+                lines.append(f"{'':<{w}} {outcome[:-1] if outcome == 'errors' else 'drop'}: {reason:<40} {n:>10,}")
     return "\n".join(lines)

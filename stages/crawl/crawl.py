@@ -156,6 +156,7 @@ class _Outcome:
 class Crawl(Stage):
     kind = "crawl"
     version = 1
+    units = "URLs -> pages"  # `in` counts URLs met, `kept` counts pages fetched
     Params = CrawlParams
 
     def fingerprint(self) -> Any:

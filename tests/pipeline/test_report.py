@@ -122,7 +122,7 @@ def test_full_run_has_every_section_with_the_runs_numbers(full_run):
     # The funnel table row of every doc stage: in and kept as the stats say.
     text = " ".join(page.cells)
     for name, s in stats.items():
-        assert re.search(rf"{name} \S+ complete {s['in']:,} {s['kept']:,} ", text), name
+        assert re.search(rf"{name} \S+ documents complete {s['in']:,} {s['kept']:,} ", text), name
     assert "filter:exclude_regex" in html and "langid:language" in html
     # Languages: every label counted as labelled and as kept, as the lang stage's files say.
     kept = Counter(v for f in (full_run / "lang" / "shards").glob("*.parquet")
