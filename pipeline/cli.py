@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     from model import cli as model_cli
     from pipeline import report
 
-    parser = argparse.ArgumentParser(prog="lmforge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from "
+                                     "scratch, data first: crawl, clean, deduplicate, tokenize, pretrain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
