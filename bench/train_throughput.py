@@ -105,6 +105,8 @@ def bench_config(args: argparse.Namespace, tmp: Path) -> PretrainConfig:
         train["compile"] = args.compile
     if args.precision is not None:
         train["precision"] = args.precision
+    if args.coordinate_descent_tuning:
+        train["coordinate_descent_tuning"] = True
     return dataclasses.replace(config, model=model, data=data, train=dataclasses.replace(config.train, **train))
 
 
@@ -195,6 +197,8 @@ def main() -> int:
     parser.add_argument("--vocab-size", type=int, default=50304, help="for random shards")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--coordinate-descent-tuning", action="store_true",
+                        help="inductor searches kernel configs (slower compile)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=20, help="measured optimizer steps")
