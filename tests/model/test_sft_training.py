@@ -38,16 +38,17 @@ def test_prompt_tokens_carry_no_loss(base_checkpoint, tmp_path):
         assert targets[row, :n].tolist() == expected
         assert (targets[row, n:] == IGNORE).all() and (inputs[row, n:] == trainer.template.pad_id).all()
 
-    # The gradient reaches the logits only at positions predicting an assistant token.
+    # The gradient reaches the head's input only at positions predicting an assistant token.
     captured = {}
-    trainer.model.output.register_forward_hook(lambda m, i, out: captured.update(logits=out) or out.retain_grad())
+    head = trainer.model.loss_head
+    head.register_forward_hook(lambda m, args, out: captured.update(args=args) or args[0].retain_grad())
     loss, _, _ = trainer.compute_loss((inputs, targets))
     loss.backward()
-    has_grad = captured["logits"].grad.abs().sum(-1) > 0
+    has_grad = captured["args"][0].grad.abs().sum(-1) > 0
     assert torch.equal(has_grad, targets != IGNORE)
     assert int(has_grad.sum()) == sum(sum(e.assistant_mask[1:seq_len + 1]) for e in examples)
     # And the loss is the mean cross-entropy over those positions alone.
-    logits = captured["logits"].detach()
+    logits = head.logits(*captured["args"][:3]).detach()
     keep = targets != IGNORE
     by_hand = -torch.log_softmax(logits[keep], -1).gather(-1, targets[keep][:, None]).mean()
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
