@@ -80,7 +80,7 @@ class MinhashClusters(Stage):
             pair_rows += len(a)
         parent = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
         for a, b in _pair_batches(task.inputs):
-            union_pairs(parent, np.searchsorted(docs, a), np.searchsorted(docs, b))
+            union_pairs(parent, _positions(docs, a), _positions(docs, b))
         labels = cluster_roots(parent)
         del parent
         sizes = np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
@@ -129,6 +129,15 @@ class MinhashClusters(Stage):
             parts.append(column.take(pa.array(rows)).cast(pa.string()))
         ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
         return ids.take(pa.array(np.searchsorted(kept_index, labels)))
+
+
+def _positions(docs: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Where each reference sits in the sorted `docs`. Searching sorted references walks
+    `docs` in order (cache friendly): several times faster than random lookups, sort included."""
+    order = np.argsort(refs)
+    found = np.empty(len(refs), dtype=np.int64)
+    found[order] = np.searchsorted(docs, refs[order])
+    return found
 
 
 def _pair_batches(paths: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
