@@ -7,7 +7,6 @@ import pytest
 
 from model.chat import HF_CHAT_TEMPLATE, ChatTemplate
 from model.generate import stream_text
-from tests.model.posttrain_fixtures import chat_tokenizer  # noqa: F401 (fixture)
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},

@@ -10,13 +10,8 @@ import torch
 
 from model.dpo import DPOConfig, DPOSettings, DPOTrainer, dpo_loss
 from model.posttrain import IGNORE, sequence_logprobs
-from tests.model.posttrain_fixtures import (  # noqa: F401 (fixtures)
-    base_checkpoint,
-    chat_tokenizer,
-    data_config,
-    sft_checkpoint,
-    train_config,
-)
+
+from .conftest import data_config, train_config
 
 
 def test_dpo_loss_matches_hand_computation():

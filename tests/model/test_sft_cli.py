@@ -14,7 +14,8 @@ from model.chat import ChatTemplate
 from model.checkpoint import load_model, resolve_checkpoint
 from model.cli import BAD_INPUT, register
 from model.generate import generate
-from tests.model.posttrain_fixtures import PAIRS, base_checkpoint, chat_tokenizer  # noqa: F401 (fixtures)
+
+from .conftest import PAIRS
 
 TRAIN = {"batch_size": 4, "max_steps": 4, "lr": 1.0e-3, "min_lr": 1.0e-4, "warmup_steps": 1, "eval_every": 4,
          "eval_batches": 2, "log_every": 2, "checkpoint_every": 0, "seed": 0, "device": "cpu"}

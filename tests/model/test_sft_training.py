@@ -13,12 +13,8 @@ from model.checkpoint import load_model
 from model.config import TrainConfigError, read_config
 from model.posttrain import IGNORE, split_records
 from model.sft import SFTConfig, SFTTrainer
-from tests.model.posttrain_fixtures import (  # noqa: F401 (fixtures)
-    base_checkpoint,
-    chat_tokenizer,
-    data_config,
-    train_config,
-)
+
+from .conftest import data_config, train_config
 
 
 def trainer_for(base_checkpoint, out_dir, data=None, **train) -> SFTTrainer:
