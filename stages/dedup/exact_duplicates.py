@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline import storage
+from pipeline.artifacts import open_parquet
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.dedup.minhash import (
     SHARDS_TABLE,
@@ -56,7 +57,7 @@ class ExactDuplicates(Stage):
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         fingerprints = input_of_kind(self.name, inputs, "exact_fingerprints")
         meta_files = tuple(files_under(fingerprints, "meta"))
-        metas = sorted((json.loads(Path(f).read_text()) for f in meta_files),
+        metas = sorted((json.loads(storage.read_text(f)) for f in meta_files),
                        key=lambda m: m["shard_index"])
         if [m["shard_index"] for m in metas] != list(range(len(metas))):
             raise ValueError(f"stage '{self.name}': shard indices of '{fingerprints.name}' "
@@ -78,7 +79,7 @@ class ExactDuplicates(Stage):
     def run_task(self, task: Task) -> TaskResult:
         if task.name == SHARDS_TASK:
             return self._write_shards_table(task)
-        table = pa.concat_tables([pq.read_table(f) for f in task.inputs])
+        table = pa.concat_tables([_read_table(f) for f in task.inputs])
         hi, lo, doc = (table.column(c).to_numpy() for c in ("hi", "lo", "doc"))
         order = np.lexsort((doc, lo, hi))
         hi, lo, doc = hi[order], lo[order], doc[order]
@@ -120,7 +121,7 @@ class ExactDuplicates(Stage):
         return files
 
     def _write_shards_table(self, task: Task) -> TaskResult:
-        metas = sorted((json.loads(Path(f).read_text()) for f in task.inputs),
+        metas = sorted((json.loads(storage.read_text(f)) for f in task.inputs),
                        key=lambda m: m["shard_index"])
         table = {"shards": [{k: m[k] for k in ("shard_index", "name", "shard", "rows")}
                             for m in metas]}
@@ -128,3 +129,8 @@ class ExactDuplicates(Stage):
         # Counts stay empty: they would add documents to a count of fingerprints.
         return TaskResult([entry], Counts(),
                           info={"shards": len(metas), "docs": sum(m["rows"] for m in metas)})
+
+
+def _read_table(path: str) -> pa.Table:
+    with open_parquet(path) as parquet:
+        return parquet.read()

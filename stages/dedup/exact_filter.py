@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.artifacts import open_parquet
 from pipeline.documents import Document, Rejected
 from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
 from stages.dedup.minhash import input_of_kind, read_shards_table
@@ -93,7 +93,8 @@ class ExactFilter(FilterStage):
         """row -> (kept, kept id, copies) for the shard's documents that have copies."""
         found = {}
         for path in paths:
-            table = pq.read_table(path)
+            with open_parquet(path) as parquet:
+                table = parquet.read()
             found.update(zip(table.column("row").to_pylist(),
                              zip(table.column("kept").to_pylist(),
                                  table.column("kept_id").to_pylist(),

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
+from pipeline.artifacts import open_parquet
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.dedup.minhash import commit_json, commit_table, doc_ref, text_fingerprints
 
@@ -60,13 +60,14 @@ class ExactFingerprints(Stage):
         columns = ["id", "text", "url"] if self.params.include_url else ["id", "text"]
         fingerprints, ids = [], []
         counts = Counts()
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            texts = batch.column("text")
-            urls = batch.column("url") if self.params.include_url else None
-            fingerprints.append(text_fingerprints(texts, urls))
-            ids.append(batch.column("id").cast(pa.string()))
-            counts.n_in += len(texts)
-            counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
+        with open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                texts = batch.column("text")
+                urls = batch.column("url") if self.params.include_url else None
+                fingerprints.append(text_fingerprints(texts, urls))
+                ids.append(batch.column("id").cast(pa.string()))
+                counts.n_in += len(texts)
+                counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
         counts.kept = counts.n_in
         fp = np.concatenate(fingerprints) if fingerprints else np.empty((0, 2), np.uint64)
         id_column = pa.concat_arrays(ids) if ids else pa.array([], pa.string())

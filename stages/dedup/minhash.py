@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
 from pipeline.stage import StageInput
 
@@ -476,7 +477,7 @@ def read_shards_table(stage_input: StageInput) -> dict[str, Any]:
     paths = [f for f in files_under(stage_input, "meta") if Path(f).name == SHARDS_TABLE]
     if not paths:
         raise ValueError(f"stage '{stage_input.name}': no meta/{SHARDS_TABLE} in its manifest")
-    return json.loads(Path(paths[0]).read_text())
+    return json.loads(storage.read_text(paths[0]))
 
 
 SHARDS_TABLE = "shards.json"

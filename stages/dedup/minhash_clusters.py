@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.artifacts import open_parquet
+from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.dedup.minhash import (
     SHARDS_TABLE,
     cluster_roots,
@@ -48,7 +49,6 @@ from stages.dedup.minhash import (
     sorted_distinct,
     union_pairs,
 )
-from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 CLUSTERS_FILE = "clusters.parquet"
 ROW_GROUP = 65536  # the filter reads only the row groups of its own shard
@@ -119,7 +119,8 @@ class MinhashClusters(Stage):
         parts = []
         for index in sorted_distinct(shard_of):
             path = shards[index]
-            column = pq.read_table(path, columns=["id"]).column("id").combine_chunks()
+            with open_parquet(path) as parquet:
+                column = parquet.read(columns=["id"]).column("id").combine_chunks()
             rows = ref_row(refs[shard_of == index])
             if rows.max() >= len(column):
                 raise ValueError(
@@ -143,6 +144,7 @@ def _positions(docs: np.ndarray, refs: np.ndarray) -> np.ndarray:
 def _pair_batches(paths: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The (a, b) pairs of every `pairs/` file, PAIR_BATCH rows at a time."""
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=PAIR_BATCH, columns=["a", "b"]):
-            yield (batch.column("a").to_numpy(zero_copy_only=False),
-                   batch.column("b").to_numpy(zero_copy_only=False))
+        with open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=PAIR_BATCH, columns=["a", "b"]):
+                yield (batch.column("a").to_numpy(zero_copy_only=False),
+                       batch.column("b").to_numpy(zero_copy_only=False))
