@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -441,6 +442,20 @@ def commit_table(stage_dir: Path, final: Path, table: pa.Table,
     tmp = tmp_path_for(final)
     pq.write_table(table, tmp, row_group_size=row_group_size, **DEDUP_PARQUET_OPTIONS)
     return commit_artifact(stage_dir, tmp, final, docs=table.num_rows)
+
+
+def commit_row_groups(stage_dir: Path, final: Path, schema: pa.Schema,
+                      tables: Iterable[pa.Table]) -> FileEntry:
+    """A .parquet file written one table (one row group) at a time, so it is never whole
+    in memory; the bytes are those of `commit_table` with row groups of the tables' size."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, **DEDUP_PARQUET_OPTIONS) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            rows += table.num_rows
+    return commit_artifact(stage_dir, tmp, final, docs=rows)
 
 
 def commit_array(stage_dir: Path, final: Path, array: np.ndarray) -> FileEntry:

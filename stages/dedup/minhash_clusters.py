@@ -40,7 +40,7 @@ from stages.dedup.minhash import (
     SHARDS_TABLE,
     cluster_roots,
     commit_json,
-    commit_table,
+    commit_row_groups,
     files_under,
     input_of_kind,
     read_shards_table,
@@ -52,6 +52,8 @@ from stages.dedup.minhash import (
 
 CLUSTERS_FILE = "clusters.parquet"
 ROW_GROUP = 65536  # the filter reads only the row groups of its own shard
+CLUSTERS_SCHEMA = pa.schema([("doc", pa.uint64()), ("kept", pa.uint64()), ("size", pa.int64()),
+                             ("kept_id", pa.string())])
 PAIR_BATCH = 1 << 20  # pairs read at once: 16 MB of references, plus the union-find's scratch
 
 
@@ -83,38 +85,42 @@ class MinhashClusters(Stage):
             union_pairs(parent, _positions(docs, a), _positions(docs, b))
         labels = cluster_roots(parent)
         del parent
-        sizes = np.bincount(labels, minlength=len(docs))[labels].astype(np.int64)
-        table = pa.table({
-            "doc": pa.array(docs, pa.uint64()),
-            "kept": pa.array(docs[labels], pa.uint64()),
-            "size": pa.array(sizes, pa.int64()),
-            "kept_id": self._kept_ids(docs, labels, task.get("shards")),
-        })
+        sizes = np.bincount(labels, minlength=len(docs))  # by root index
+        kept_index = sorted_distinct(labels)  # the roots: shard by shard in corpus order
+        kept_ids = self._ids_of(docs[kept_index], task.get("shards"))
+
+        def row_groups() -> Iterator[pa.Table]:
+            # One row group at a time: the output is never whole in memory.
+            for lo in range(0, max(len(docs), 1), ROW_GROUP):
+                roots = labels[lo: lo + ROW_GROUP]
+                yield pa.table({
+                    "doc": pa.array(docs[lo: lo + ROW_GROUP], pa.uint64()),
+                    "kept": pa.array(docs[roots], pa.uint64()),
+                    "size": pa.array(sizes[roots], pa.int64()),
+                    "kept_id": kept_ids.take(pa.array(np.searchsorted(kept_index, roots))),
+                })
+
         files = [
-            commit_table(self.stage_dir, self.stage_dir / "clusters" / CLUSTERS_FILE, table,
-                         row_group_size=ROW_GROUP),
+            commit_row_groups(self.stage_dir, self.stage_dir / "clusters" / CLUSTERS_FILE,
+                              CLUSTERS_SCHEMA, row_groups()),
             commit_json(self.stage_dir, self.stage_dir / "meta" / SHARDS_TABLE,
                         task.get("shards_table")),
         ]
-        clusters = int((labels == np.arange(len(labels))).sum())
         info = {
             "pair_rows": pair_rows,
-            "clusters": clusters,
+            "clusters": len(kept_index),
             "docs_in_clusters": len(docs),
-            "duplicates": len(docs) - clusters,
+            "duplicates": len(docs) - len(kept_index),
             "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         }
         counts = Counts(n_in=pair_rows, kept=len(docs))
         return TaskResult(files, counts, info=info)
 
-    def _kept_ids(self, docs: np.ndarray, labels: np.ndarray, shards: tuple[str, ...]) -> pa.Array:
-        """The kept member's document id for every clustered document, as an Arrow column.
+    def _ids_of(self, refs: np.ndarray, shards: tuple[str, ...]) -> pa.Array:
+        """Document ids of sorted references, as Arrow strings (no Python object per id).
 
-        Each shard's `id` column is read once, and only for the shards that hold a kept
-        member; ids stay Arrow strings (no Python object per document).
+        Each shard's `id` column is read once, and only for the shards that hold one.
         """
-        kept_index = sorted_distinct(labels)  # shard by shard in corpus order
-        refs = docs[kept_index]
         shard_of = ref_shard(refs)
         parts = []
         for index in sorted_distinct(shard_of):
@@ -128,8 +134,7 @@ class MinhashClusters(Stage):
                     f"refer to row {rows.max()}: the shard changed after its signatures"
                 )
             parts.append(column.take(pa.array(rows)).cast(pa.string()))
-        ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-        return ids.take(pa.array(np.searchsorted(kept_index, labels)))
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def _positions(docs: np.ndarray, refs: np.ndarray) -> np.ndarray:
