@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
@@ -52,7 +54,7 @@ def __getattr__(name: str):
 def _train(args: argparse.Namespace) -> int:
     from model.train import run
 
-    run(args.config)
+    run(args.config, args.localize)
     return 0
 
 
@@ -182,7 +184,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _inspect_shards(args: argparse.Namespace) -> int:
     from model.inspect_shards import inspect_shards
 
-    print(inspect_shards(args.dir, args.tokenizer))
+    print(inspect_shards(args.localize(args.dir), args.tokenizer))
     return 0
 
 
@@ -196,9 +198,27 @@ def _sampling_options(p: argparse.ArgumentParser, max_new_tokens: int, temperatu
     p.add_argument("--seed", type=int, default=0)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the model's subcommands to ``subparsers``."""
+class _WithDefaults:
+    """Subparsers whose every parser gets the same extra defaults."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction, **defaults: Any):
+        self.subparsers, self.defaults = subparsers, defaults
+
+    def add_parser(self, *args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = self.subparsers.add_parser(*args, **kwargs)
+        parser.set_defaults(**self.defaults)
+        return parser
+
+
+def register(subparsers: argparse._SubParsersAction,
+             localize: Callable[[str], str] = lambda location: location) -> None:
+    """Add the model's subcommands to ``subparsers``. ``localize`` turns a token-shard
+    location the user gives (``train``'s ``data.dir``, ``inspect-shards DIR``) into a local
+    path; the program that wires model/ in passes one that fetches URLs (model/ reads only
+    local files, so it runs where nothing but torch is installed)."""
     from model.plan import DEFAULT_MFU, GPUS
+
+    subparsers = _WithDefaults(subparsers, localize=localize)
 
     p = subparsers.add_parser("train", help="pretrain a model from a training config")
     p.add_argument("config", help="training config YAML (configs/tiny.yaml, configs/shakespeare.yaml, ...)")

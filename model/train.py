@@ -7,14 +7,20 @@ message and an exit code; under torchrun a failing rank ends the job with its tr
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from model.config import load_pretrain_config
 from model.trainer import Trainer
 
 
-def run(config_path: str) -> None:
-    """Train the run a pretraining config describes, from its newest checkpoint if any."""
-    trainer = Trainer(load_pretrain_config(config_path))
+def run(config_path: str, localize: Callable[[str], str] | None = None) -> None:
+    """Train the run a pretraining config describes, from its newest checkpoint if any.
+    ``localize`` turns a ``data.dir`` given as a URL into a local folder (``lmforge train``
+    passes one that fetches token shards from an object store into a local cache)."""
+    config = load_pretrain_config(config_path)
+    if localize is not None and config.data.dir and "://" in config.data.dir:
+        config.data.dir = localize(config.data.dir)
+    trainer = Trainer(config)
     try:
         trainer.train()
     finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 from pipeline.config import Config, ConfigError, config_from_dict, load_config
 from pipeline.executors import make_executor
+from pipeline.manifest import fetch_listed
 from pipeline.runner import StageOutcome, run_config
 from pipeline.status import format_status, run_status
 from pipeline.storage import StorageError
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     report.register(sub, trainer_log=TRAINER_LOG)
-    model_cli.register(sub)
+    model_cli.register(sub, localize=fetch_listed)
     return parser
 
 
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except BrokenPipeError:  # `lmforge status RUN | head`: the reader left, not a failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.debug:
             traceback.print_exc()

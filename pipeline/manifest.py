@@ -104,3 +104,29 @@ def _journal_name(task_name: str) -> str:
 def _journal_files(stage_dir: Path) -> list[Path]:
     return [p for p in storage.list_files(stage_dir)
             if p.name.startswith(JOURNAL_PREFIX) and p.name.endswith(".json")]
+
+
+def fetch_listed(location: str) -> str:
+    """A local path for a file or folder of a run directory given as a URL (a tokenize
+    stage, its `shards/` folder, one shard), for tools that need local files (the trainer,
+    inspect-shards): only the files its stage's manifest lists are fetched, once, into the
+    local cache, each checked against the manifest's sha256. Local paths come back as they
+    are."""
+    if storage.is_local(location):
+        return location
+    path = storage.run_location(location)
+    stage_dir = next((d for d in (path, path.parent, path.parent.parent)
+                      if (d / MANIFEST).exists()), None)
+    if stage_dir is None:
+        raise FileNotFoundError(f"{location}: no stage {MANIFEST} at or above it "
+                                "(only files a manifest lists are read from a run directory)")
+    manifest = Manifest.load(stage_dir)
+    rel = path.relative_to(stage_dir).as_posix() if path != stage_dir else "shards"
+    listed = manifest.checksums() if manifest else []
+    exact = [sha for p, sha in listed if p == rel]
+    if exact:
+        return str(storage.local_copy(str(path), exact[0]))
+    inside = [(str(stage_dir / p), sha) for p, sha in listed if p.startswith(rel + "/")]
+    if not inside:
+        raise FileNotFoundError(f"{location}: {stage_dir / MANIFEST} lists no file under {rel}/")
+    return str(storage.local_folder(inside))

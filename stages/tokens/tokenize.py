@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from model.special_tokens import BOS, EOS
 from model.token_shards import TokenShard, TokenShardWriter, file_sha256
 from pipeline import storage
 from pipeline.artifacts import FileEntry, commit_artifact, commit_copy, open_parquet, tmp_path_for
@@ -64,8 +65,8 @@ UINT64_RANGE = float(2**64)
 class TokenizeParams(Params):
     val_fraction: float = Field(default=0.005, ge=0.0, lt=1.0)
     bos: bool = False  # also open every document with bos_token
-    eos_token: str = "<|eos|>"
-    bos_token: str = "<|bos|>"
+    eos_token: str = EOS
+    bos_token: str = BOS
     shuffle: bool = False
     num_shards: int | None = Field(default=None, ge=1)  # with shuffle: output shards per split
     seed: int = 0
