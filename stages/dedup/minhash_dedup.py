@@ -13,6 +13,10 @@ phases' params in one block, same keys and defaults (`threshold`, `num_perm`, `n
 `partitions`, `verify`, ...; see minhash_signatures and minhash_buckets); each phase
 gets the keys it declares, so its cache key is the one the same phase written by hand
 would have. The four phase kinds stay usable alone.
+
+Memory: each phase states its own bound (signatures: one shard's signatures; buckets:
+one band partition; clusters: the documents that have a near-duplicate, not the pairs;
+filter: one shard and its cluster rows).
 """
 
 from __future__ import annotations

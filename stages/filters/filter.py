@@ -5,6 +5,10 @@ or must not appear, and conditions on any column (`lang`, `quality_score`), base
 (`url`, `source`) or metadata key (`metadata.warc_type`). Rules run in the order listed
 below and the first that fails names the drop: `filter:min_chars`, `filter:exclude_regex`,
 `filter:field:lang`, ... Word counts split on whitespace.
+
+Memory: the engine streams one record batch at a time (at most 1,024 documents or 32 MiB of
+text, `pipeline/artifacts.py`) in and out; the rules hold one document and the compiled
+patterns.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ restarts for each document, so the output does not depend on document order or s
   pattern; plain long numbers, dates and version strings are left alone.
 
 Counts of replacements are columns (`pii_emails`, `pii_ips`, `pii_phones`).
+
+Memory: the engine streams one record batch at a time (at most 1,024 documents or 32 MiB of
+text, `pipeline/artifacts.py`) in and out; the rules hold one document and its
+masked copy.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ a killed run, so a re-run resumes from the newest complete checkpoint instead of
 over. When training ends the stage commits `model/` (model.safetensors, model.json,
 tokenizer.json: what `lmforge generate`, `export-hf` and post-training load), the training
 log, and a sampled continuation of `sample_prompt` (fixed seed) in `sample.txt`.
+
+On a run directory on an object store the trainer works in a local folder mirrored to
+`train/` (stages/training/scratch.py): token shards fetched once and checked against the
+manifest, each checkpoint uploaded as it is written. Memory: the model, its optimizer state
+and one batch; token shards are memory-mapped, never read whole.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ One task. Checkpoints go to `train/` in the stage directory (scratch that surviv
 run, so a re-run resumes). When training ends the stage commits `model/` (what
 `lmforge chat`, `generate`, `export-hf` and a DPO run's `init_from` load) and the training
 log; the manifest's task info holds first/final training loss and first/last validation loss.
+
+On a run directory on an object store it works like `pretrain` (stages/training/scratch.py).
+Memory: the model, its optimizer state, one padded batch, and the instruction examples
+(tokenized once; instruction sets are small next to a pretraining corpus).
 """
 
 from __future__ import annotations
