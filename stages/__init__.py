@@ -30,7 +30,11 @@ STAGE_KINDS: dict[str, str] = {
     "heuristic_filter": "stages.filters.heuristic_filter:HeuristicFilter",
     "langid": "stages.filters.langid:LangId",
     "train_quality_classifier": "stages.filters.train_quality_classifier:TrainQualityClassifier",
-    "quality_filter": "stages.filters.quality_filter:QualityFilter",
+    "quality_filter": "stages.filters.quality_filter:QualityFilter",  # composite of the four below
+    "quality_threshold": "stages.filters.quality_threshold:QualityThreshold",
+    "quality_scores": "stages.filters.quality_scores:QualityScores",
+    "quality_cut": "stages.filters.quality_cut:QualityCut",
+    "quality_top": "stages.filters.quality_top:QualityTop",
     "pii": "stages.filters.pii:Pii",
     "train_tokenizer": "stages.tokens.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokens.tokenize:Tokenize",
