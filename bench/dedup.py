@@ -168,7 +168,8 @@ def _shard_offsets(buckets_dir: Path) -> list[int]:
     table = json.loads((buckets_dir / "meta" / "shards.json").read_text())
     offsets = []
     for shard in table["shards"]:
-        first = pq.read_table(shard["shard"], columns=["id"]).column("id")[0].as_py()
+        path = buckets_dir.parent / shard["shard"]  # relative to the run directory
+        first = pq.read_table(path, columns=["id"]).column("id")[0].as_py()
         offsets.append(int(first.removeprefix("doc")))
     return offsets
 

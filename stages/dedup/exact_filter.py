@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipeline.artifacts import open_parquet
 from pipeline.documents import Document, Rejected
 from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
-from stages.dedup.minhash import input_of_kind, read_shards_table
+from stages.dedup.minhash import in_run, input_of_kind, read_shards_table
 
 REASON = "exact_dedup:duplicate"
 
@@ -40,7 +40,7 @@ class ExactFilter(FilterStage):
         duplicates = input_of_kind(self.name, inputs, "exact_duplicates")
         table = read_shards_table(duplicates)
         shards = [s for i in inputs if i is not duplicates for s in i.shards]
-        expected = [s["shard"] for s in table["shards"]]
+        expected = [in_run(self.stage_dir, s["shard"]) for s in table["shards"]]
         if shards != expected:
             raise ValueError(
                 f"stage '{self.name}': its doc inputs must be the stages whose shards the "
@@ -53,7 +53,7 @@ class ExactFilter(FilterStage):
                 continue  # meta/shards.json
             by_shard.setdefault(Path(f).parent.name, []).append(f)
         return [
-            Task(name=s["name"], inputs=(s["shard"],),
+            Task(name=s["name"], inputs=(in_run(self.stage_dir, s["shard"]),),
                  payload=(("rows", s["rows"]), ("duplicates", tuple(by_shard.get(s["name"], ())))))
             for s in table["shards"]
         ]

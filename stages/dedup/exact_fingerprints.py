@@ -11,7 +11,7 @@ is the first half of an on-disk shuffle: rows (hi, lo, doc, id) go to
 `fingerprints/<shard>-p<NNNNN>.parquet` by `hi % partitions`, one file per partition
 (empty ones too), so the `exact_duplicates` task for partition p reads one file per
 shard and no task ever holds the whole index. Also `meta/<shard>.json`: the shard's
-index, path, output name and row count.
+index, path (relative to the run directory), output name and row count.
 
 Memory: one batch of texts (BATCH_ROWS documents) plus one shard's fingerprint rows
 (24 bytes and the id per document).
@@ -28,7 +28,13 @@ from pydantic import Field
 
 from pipeline.artifacts import open_parquet
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
-from stages.dedup.minhash import commit_json, commit_table, doc_ref, text_fingerprints
+from stages.dedup.minhash import (
+    commit_json,
+    commit_table,
+    doc_ref,
+    run_relative,
+    text_fingerprints,
+)
 
 BATCH_ROWS = 4096
 
@@ -72,7 +78,8 @@ class ExactFingerprints(Stage):
         fp = np.concatenate(fingerprints) if fingerprints else np.empty((0, 2), np.uint64)
         id_column = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
         files = self._write_partitions(task, fp, id_column)
-        meta = {"shard_index": task.get("shard_index"), "shard": path, "name": task.name,
+        meta = {"shard_index": task.get("shard_index"), "name": task.name,
+                "shard": run_relative(self.stage_dir, path),
                 "rows": counts.n_in, "partitions": self.params.partitions}
         files.append(commit_json(self.stage_dir, self.stage_dir / "meta" / f"{task.name}.json", meta))
         return TaskResult(files, counts)

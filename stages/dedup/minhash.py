@@ -487,6 +487,20 @@ def files_under(stage_input: StageInput, folder: str) -> list[str]:
     return [f for f in stage_input.files if Path(f).parent.name == folder]
 
 
+def run_relative(stage_dir: Path, path: str) -> str:
+    """A file of this run (an input shard) relative to the run directory. Dedup metadata
+    records shards so: the same bytes wherever the run directory is (a local folder, a
+    URL), and `in_run` turns them back into paths."""
+    root = str(stage_dir.parent).rstrip("/") + "/"
+    if not path.startswith(root):
+        raise ValueError(f"{path} is not in the run directory {root}")
+    return path[len(root):]
+
+
+def in_run(stage_dir: Path, relative: str) -> str:
+    return str(stage_dir.parent / relative)
+
+
 def read_shards_table(stage_input: StageInput) -> dict[str, Any]:
     """The `meta/shards.json` an upstream dedup stage committed (see minhash_buckets)."""
     paths = [f for f in files_under(stage_input, "meta") if Path(f).name == SHARDS_TABLE]

@@ -29,14 +29,15 @@ and the MinHash parameters, which the clusters and filter phases read.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
+from pipeline import storage
+from pipeline.artifacts import open_parquet
+from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 from stages.dedup.minhash import (
     SHARDS_TABLE,
     candidate_pairs,
@@ -50,7 +51,6 @@ from stages.dedup.minhash import (
     ref_row,
     ref_shard,
 )
-from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 
 SHARDS_TASK = "shards"
 VERIFY_CHUNK = 50_000  # pairs verified at once: bounds the gathered shingle sets
@@ -70,7 +70,7 @@ class MinhashBuckets(Stage):
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         signatures = input_of_kind(self.name, inputs, "minhash_signatures")
         metas = sorted(
-            (json.loads(Path(f).read_text()) for f in files_under(signatures, "meta")),
+            (json.loads(storage.read_text(f)) for f in files_under(signatures, "meta")),
             key=lambda m: m["shard_index"],
         )
         if not metas:
@@ -86,8 +86,11 @@ class MinhashBuckets(Stage):
                     f"stage '{self.name}': params.verify {self.params.verify!r} needs "
                     f"{flag}: true in stage '{signatures.name}' (or verify: off)"
                 )
+            # (path, sha256) of each file: on an object store, fetched once and checked.
             verify_files = tuple(
-                (str(signatures.directory / m[values_key]), str(signatures.directory / m[offsets_key]))
+                tuple((path, signatures.checksum(path))
+                      for path in (str(signatures.directory / m[values_key]),
+                                   str(signatures.directory / m[offsets_key])))
                 for m in metas
             )
         threshold = self.params.verify_threshold
@@ -111,7 +114,7 @@ class MinhashBuckets(Stage):
     def run_task(self, task: Task) -> TaskResult:
         if task.name == SHARDS_TASK:
             return self._write_shards_table(task)
-        tables = [pq.read_table(f) for f in task.inputs]
+        tables = [_read_table(f) for f in task.inputs]
         table = pa.concat_tables(tables) if tables else pa.table({"band": [], "key": [], "doc": []})
         band = table.column("band").to_numpy()
         key = table.column("key").to_numpy()
@@ -141,7 +144,7 @@ class MinhashBuckets(Stage):
         return exact_jaccard(a_owner, a_values, b_owner, b_values, len(a))
 
     def _write_shards_table(self, task: Task) -> TaskResult:
-        metas = sorted((json.loads(Path(f).read_text()) for f in task.inputs),
+        metas = sorted((json.loads(storage.read_text(f)) for f in task.inputs),
                        key=lambda m: m["shard_index"])
         if [m["shard_index"] for m in metas] != list(range(len(metas))):
             raise ValueError(f"stage '{self.name}': shard indices are not 0..{len(metas) - 1}")
@@ -163,7 +166,7 @@ def _gather_rows(refs: np.ndarray, files: tuple, num_perm: int) -> np.ndarray:
     shard = ref_shard(refs)
     for index in np.unique(shard):
         mask = shard == index
-        out[mask] = np.load(files[index][0], mmap_mode="r")[ref_row(refs[mask])]
+        out[mask] = _memory_mapped(files[index][0])[ref_row(refs[mask])]
     return out
 
 
@@ -173,10 +176,20 @@ def _gather_shingles(refs: np.ndarray, files: tuple) -> tuple[np.ndarray, np.nda
     owners, values = [], []
     for index in np.unique(shard):
         where = np.flatnonzero(shard == index)
-        shingles, offsets = (np.load(f, mmap_mode="r") for f in files[index])
+        shingles, offsets = (_memory_mapped(f) for f in files[index])
         got, sizes = gather_sets(shingles, offsets, ref_row(refs[where]))
         owners.append(np.repeat(where, sizes))
         values.append(got)
     if not values:
         return np.empty(0, np.int64), np.empty(0, np.uint32)
     return np.concatenate(owners), np.concatenate(values)
+
+
+def _read_table(path: str) -> pa.Table:
+    with open_parquet(path) as parquet:
+        return parquet.read()
+
+
+def _memory_mapped(file: tuple[str, str | None]) -> np.ndarray:
+    """An .npy file of the signatures stage, memory-mapped (a local copy of a URL)."""
+    return np.load(storage.local_copy(*file), mmap_mode="r")

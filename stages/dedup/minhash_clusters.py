@@ -42,6 +42,7 @@ from stages.dedup.minhash import (
     commit_json,
     commit_row_groups,
     files_under,
+    in_run,
     input_of_kind,
     read_shards_table,
     ref_row,
@@ -70,7 +71,7 @@ class MinhashClusters(Stage):
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         buckets = input_of_kind(self.name, inputs, "minhash_buckets")
         table = read_shards_table(buckets)
-        shards = tuple(s["shard"] for s in table["shards"])
+        shards = tuple(in_run(self.stage_dir, s["shard"]) for s in table["shards"])
         return [Task(name="clusters", inputs=tuple(files_under(buckets, "pairs")),
                      payload=(("shards", shards), ("shards_table", table)))]
 

@@ -14,12 +14,14 @@ the rule); every other member goes to rejected/ as `minhash:duplicate`, its
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.documents import Document, Rejected
-from stages.dedup.minhash import files_under, input_of_kind, read_shards_table
+from stages.dedup.minhash import files_under, in_run, input_of_kind, read_shards_table
 from pipeline.stage import FilterStage, Params, StageInput, Task
 
 REASON = "minhash:duplicate"
@@ -39,7 +41,7 @@ class MinhashFilter(FilterStage):
         clusters = input_of_kind(self.name, inputs, "minhash_clusters")
         docs = [i for i in inputs if i is not clusters]
         table = read_shards_table(clusters)
-        expected = [s["shard"] for s in table["shards"]]
+        expected = [in_run(self.stage_dir, s["shard"]) for s in table["shards"]]
         if len(docs) != 1 or docs[0].shards != expected:
             raise ValueError(
                 f"stage '{self.name}': its doc input must be the stage whose shards the "
@@ -48,7 +50,7 @@ class MinhashFilter(FilterStage):
             )
         clusters_file = [f for f in files_under(clusters, "clusters")][0]
         return [
-            Task(name=s["name"], inputs=(s["shard"],),
+            Task(name=s["name"], inputs=(in_run(self.stage_dir, s["shard"]),),
                  payload=(("shard_index", s["shard_index"]), ("clusters", clusters_file)))
             for s in table["shards"]
         ]
@@ -86,7 +88,9 @@ class MinhashFilter(FilterStage):
     @staticmethod
     def _clusters_of_shard(path: str, low: int) -> dict[int, tuple[int, str, int]]:
         """row -> (kept reference, kept id, size) for one shard's clustered documents."""
-        table = pq.read_table(path, filters=[("doc", ">=", low), ("doc", "<", low + (1 << 32))])
+        local = storage.is_local(path)
+        with nullcontext(path) if local else storage.open_input(path) as source:
+            table = pq.read_table(source, filters=[("doc", ">=", low), ("doc", "<", low + (1 << 32))])
         return {
             doc - low: (kept, kept_id, size)
             for doc, kept, kept_id, size in zip(

@@ -13,14 +13,14 @@ This is the first half of the on-disk shuffle: band keys are partitioned by key 
 keys. `partitions` therefore sets the memory of the next phase: about
 docs x bands x 18 bytes / partitions.
 
-Also written per shard: `meta/<shard>.json` (its index in corpus order, path, row count,
-parameters) and what `minhash_buckets` needs to verify candidate pairs: with
-`keep_shingles` (default), every document's distinct shingle hashes
+Also written per shard: `meta/<shard>.json` (its index in corpus order, path relative to
+the run directory, row count, parameters) and what `minhash_buckets` needs to verify
+candidate pairs: with `keep_shingles` (default), every document's distinct shingle hashes
 (`shingles/<shard>.npy`, uint32, about 4 bytes per word, and `<shard>.offsets.npy`) for
 the exact Jaccard; with `keep_signatures`, `signatures/<shard>.npy` (uint32, rows x
-num_perm) for the estimated one. Documents without any word
-have no shingles and no band keys: they are never near-duplicates (exact_dedup handles
-empty texts). Documents are referenced as `shard_index << 32 | row`.
+num_perm) for the estimated one. Documents without any word have no shingles and no band
+keys: they are never near-duplicates (exact_dedup handles empty texts). Documents are
+referenced as `shard_index << 32 | row`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from pipeline.artifacts import open_parquet
 from stages.dedup.minhash import (
     MinHasher,
     band_keys,
@@ -42,6 +42,7 @@ from stages.dedup.minhash import (
     commit_table,
     doc_ref,
     optimal_bands,
+    run_relative,
     shingle_sets,
 )
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
@@ -81,7 +82,7 @@ class MinhashSignaturesParams(Params):
 
 class MinhashSignatures(Stage):
     kind = "minhash_signatures"
-    version = 1
+    version = 2  # 2: meta records the shard relative to the run directory
     Params = MinhashSignaturesParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
@@ -111,24 +112,24 @@ class MinhashSignatures(Stage):
         keys, refs, signatures, sets, set_sizes = [], [], [], [], []
         counts = Counts()
         no_words = 0
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["text"]):
-            texts = batch.column(0)
-            shingles, per_doc = hasher.shingles(texts)
-            sig = hasher.signatures_of_shingles(shingles, per_doc)
-            batch_refs = doc_ref(shard_index, np.arange(counts.n_in, counts.n_in + len(texts)))
-            has_words = per_doc > 0
-            no_words += int((~has_words).sum())
-            keys.append(band_keys(sig[has_words], bands, rows))
-            refs.append(batch_refs[has_words])
-            if p.keep_signatures:
-                signatures.append(sig)
-            if p.keep_shingles:
-                values, offsets = shingle_sets(shingles, per_doc)
-                sets.append(values)
-                set_sizes.append(np.diff(offsets))
-            counts.n_in += len(texts)
-            counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
+        with open_parquet(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["text"]):
+                texts = batch.column(0)
+                shingles, per_doc = hasher.shingles(texts)
+                sig = hasher.signatures_of_shingles(shingles, per_doc)
+                batch_refs = doc_ref(shard_index, np.arange(counts.n_in, counts.n_in + len(texts)))
+                has_words = per_doc > 0
+                no_words += int((~has_words).sum())
+                keys.append(band_keys(sig[has_words], bands, rows))
+                refs.append(batch_refs[has_words])
+                if p.keep_signatures:
+                    signatures.append(sig)
+                if p.keep_shingles:
+                    values, offsets = shingle_sets(shingles, per_doc)
+                    sets.append(values)
+                    set_sizes.append(np.diff(offsets))
+                counts.n_in += len(texts)
+                counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
         counts.kept = counts.n_in
 
         files = self._write_buckets(task.name, keys, refs, bands)
@@ -145,7 +146,7 @@ class MinhashSignatures(Stage):
             files.append(commit_array(self.stage_dir, folder / f"{task.name}.offsets.npy", offsets))
         meta: dict[str, Any] = {
             "shard_index": shard_index,
-            "shard": path,
+            "shard": run_relative(self.stage_dir, path),
             "name": task.name,
             "rows": counts.n_in,
             "docs_without_words": no_words,
