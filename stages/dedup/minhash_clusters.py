@@ -55,7 +55,7 @@ CLUSTERS_FILE = "clusters.parquet"
 ROW_GROUP = 65536  # the filter reads only the row groups of its own shard
 CLUSTERS_SCHEMA = pa.schema([("doc", pa.uint64()), ("kept", pa.uint64()), ("size", pa.int64()),
                              ("kept_id", pa.string())])
-PAIR_BATCH = 1 << 20  # pairs read at once: 16 MB of references, plus the union-find's scratch
+PAIR_BATCH = 1 << 18  # pairs read at once: 4 MB of references, ~40 MB with the scratch
 
 
 class MinhashClustersParams(Params):
@@ -79,7 +79,7 @@ class MinhashClusters(Stage):
         docs = np.empty(0, dtype=np.uint64)
         pair_rows = 0
         for a, b in _pair_batches(task.inputs):
-            docs = sorted_distinct(np.concatenate([docs, a, b]))
+            docs = _insert_new(docs, sorted_distinct(np.concatenate([a, b])))
             pair_rows += len(a)
         parent = np.arange(len(docs), dtype=np.int32 if len(docs) < 2**31 else np.int64)
         for a, b in _pair_batches(task.inputs):
@@ -136,6 +136,16 @@ class MinhashClusters(Stage):
                 )
             parts.append(column.take(pa.array(rows)).cast(pa.string()))
         return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def _insert_new(docs: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Sorted distinct `docs` with the values of the sorted distinct `batch` it lacks: one
+    new array, no sort of the whole."""
+    at = np.searchsorted(docs, batch)
+    known = np.zeros(len(batch), dtype=bool)
+    inside = at < len(docs)
+    known[inside] = docs[at[inside]] == batch[inside]
+    return np.insert(docs, at[~known], batch[~known])
 
 
 def _positions(docs: np.ndarray, refs: np.ndarray) -> np.ndarray:
