@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
+from itertools import chain, count
 from pathlib import Path
+
+import numpy as np
 
 # datatrove.utils.text's PUNCTUATION and TERMINAL_PUNCTUATION (the Unicode sentence
 # terminals), copied so that the filters' definitions match datatrove's character for
@@ -97,9 +100,17 @@ _SUFFIXES = frozenset("!\"#&'()*,:;<>?[]_`{}—–。，、；：？！）】》
 _SIMPLE = re.compile(r"[^\W_]+")
 _SIMPLE_PUNCT = re.compile(r"([^\W_]+)([,;:!?)\]\"])")
 _URL = re.compile(r"(?:(?:https?|ftp)://|www\.)\S+$|[\w.+-]+@[\w-]+(?:\.[\w-]+)+$", re.IGNORECASE)
+
+
+def _is_url(text: str) -> bool:
+    # Every URL or e-mail address _URL matches holds '/', '.' or '@': test those first.
+    return ("." in text or "/" in text or "@" in text) and _URL.match(text) is not None
+
 _PERIOD_SUFFIX_AFTER = re.compile(r"[a-zß-ÿ0-9%\-+²\"'”’)\]]$|[A-ZÀ-Þ][A-ZÀ-Þ]$")
 # What spaCy splits inside a chunk: ellipses, 1-2, lower.Upper, a,b, well-known, a/b a=b
+# (The leading lookahead only skips, cheaply, the positions where no alternative can start.)
 _INFIXES = re.compile(
+    r"(?=[.…+\-*^,~–—:<>=/])"
     r"(\.\.+|…"
     r"|(?<=[0-9])[+\-*^](?=[0-9-])"
     r"|(?<=[a-zß-ÿ'\"”“`‘´’])\.(?=[A-ZÀ-Þ])"
@@ -109,25 +120,55 @@ _INFIXES = re.compile(
 )
 
 
+# Chunk -> its tokens, shared by every document a worker filters. Words repeat (Zipf), so
+# after a few documents almost every chunk is found here and a document is split at C speed
+# (`str.split`, one dict lookup per chunk, `chain`); only new chunks run the rules below.
+# Chunks up to _CACHED_CHUNK_CHARS characters are kept, and the table is replaced by an
+# empty one once it holds _CACHED_CHUNKS entries: at most ~40 MB per worker. Between
+# replacements entries are only added, so threads sharing the table never lose one.
+_CACHED_CHUNKS = 1 << 18
+_CACHED_CHUNK_CHARS = 64
+_chunk_tokens: dict[str, tuple[str, ...]] = {}
+
+
 def split_words(text: str) -> list[str]:
     """The words and symbols of `text` (see the module docstring); no whitespace tokens."""
+    global _chunk_tokens
+    if len(_chunk_tokens) > _CACHED_CHUNKS:
+        _chunk_tokens = {}
+    known = _chunk_tokens
+    chunks = text.split()
+    pieces = list(map(known.get, chunks))
+    if None in pieces:
+        long_chunks: dict[str, tuple[str, ...]] = {}
+        i = pieces.index(None)
+        while True:
+            chunk = chunks[i]
+            tokens = known.get(chunk) or long_chunks.get(chunk)
+            if tokens is None:
+                tokens = split_chunk(chunk)
+                if len(chunk) <= _CACHED_CHUNK_CHARS:
+                    known[chunk] = tokens
+                else:
+                    long_chunks[chunk] = tokens
+            pieces[i] = tokens
+            try:
+                i = pieces.index(None, i + 1)
+            except ValueError:
+                break
+    return list(chain.from_iterable(pieces))
+
+
+def split_chunk(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk."""
+    if _SIMPLE.fullmatch(chunk):  # most chunks: a plain word
+        return tuple(_SPLIT_WORDS.get(chunk, (chunk,)))
+    match = _SIMPLE_PUNCT.fullmatch(chunk)  # next most: a word and a comma or the like
+    if match and match.group(1) not in _SPLIT_WORDS:
+        return match.group(1, 2)
     out: list[str] = []
-    append = out.append
-    simple, simple_punct = _SIMPLE.fullmatch, _SIMPLE_PUNCT.fullmatch
-    for chunk in text.split():
-        if simple(chunk):  # most chunks: a plain word
-            if chunk in _SPLIT_WORDS:
-                out.extend(_SPLIT_WORDS[chunk])
-            else:
-                append(chunk)
-            continue
-        match = simple_punct(chunk)  # next most: a word and a comma or the like
-        if match and match.group(1) not in _SPLIT_WORDS:
-            append(match.group(1))
-            append(match.group(2))
-            continue
-        _split_chunk(chunk, out)
-    return out
+    _split_chunk(chunk, out)
+    return tuple(out)
 
 
 def _split_chunk(chunk: str, out: list[str]) -> None:
@@ -149,7 +190,7 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
         char = rest[-1]
         if rest in _ABBREVIATIONS or (len(rest) == 2 and char == "." and rest[0].isalpha()):
             break
-        if _URL.match(rest) and char not in ".,;:!?)]'\"":
+        if char not in ".,;:!?)]'\"" and _is_url(rest):
             break
         if rest.endswith("...") and len(rest) > 3:
             cut = 3
@@ -176,15 +217,16 @@ def _split_middle(word: str, out: list[str]) -> None:
     if word in _SPLIT_WORDS:
         out.extend(_SPLIT_WORDS[word])
         return
-    lower = word.lower()
-    if lower.endswith(("n't", "n’t")) and lower[:-3] in _NT_VERBS:
-        out += [word[:-3], word[-3:]]
-        return
-    for clitic in _CLITICS:
-        if lower.endswith(clitic) and lower[: -len(clitic)] in _CLITIC_HOSTS:
-            out += [word[: -len(clitic)], word[-len(clitic):]]
+    if "'" in word or "’" in word:  # a contraction or a clitic
+        lower = word.lower()
+        if lower.endswith(("n't", "n’t")) and lower[:-3] in _NT_VERBS:
+            out += [word[:-3], word[-3:]]
             return
-    if word in _ABBREVIATIONS or _URL.match(word):
+        for clitic in _CLITICS:
+            if lower.endswith(clitic) and lower[: -len(clitic)] in _CLITIC_HOSTS:
+                out += [word[: -len(clitic)], word[-len(clitic):]]
+                return
+    if word in _ABBREVIATIONS or _is_url(word):
         out.append(word)
         return
     out.extend(piece for piece in _INFIXES.split(word) if piece)
@@ -218,59 +260,111 @@ def count_sentences(words: list[str]) -> int:
 
 def duplicates(items: list[str]) -> tuple[int, int]:
     """(how many items repeat an earlier one, how many characters those repeats hold)."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
+    unique = set(items)
+    return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
 
 
-def top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent word n-gram (joined with spaces) x its count.
+class WordNgrams:
+    """A document's repeated word n-grams as integer ids, for the repetition statistics.
 
-    Ties go to the n-gram seen first, as `Counter.most_common` does.
+    Each distinct word gets an id; an n-gram's id is a dense id of the pair (id of its first
+    n-1 words, id of its last word), found by sorting (`np.unique`), so equal n-grams get
+    equal ids without building a tuple or a string per position. An n-gram can occur twice
+    only where its first n-1 words occur twice, so size n looks only at the positions where
+    an (n-1)-gram repeats: in prose the sorts shrink fast with n. Sizes are built in order,
+    once per document, and serve both statistics. Memory: a few int64 arrays of the
+    document's word count.
     """
-    if len(words) < n:
-        return 0
-    counts = Counter(zip(*(words[i:] for i in range(n))))
-    gram, count = counts.most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
 
+    def __init__(self, words: list[str], distinct: Iterable[str] | None = None):
+        """`distinct`: the distinct words in order of first occurrence, if already known."""
+        self.n_words = len(words)
+        if distinct is None:
+            distinct = dict.fromkeys(words)
+        vocabulary = dict(zip(distinct, count()))
+        self.vocabulary_size = max(len(vocabulary), 1)
+        self.word_ids = np.fromiter(map(vocabulary.__getitem__, words), np.int64, self.n_words)
+        word_lengths = np.fromiter(map(len, vocabulary), np.int64, len(vocabulary))
+        # chars_before[i]: characters in words[:i], so words[i:j] hold chars_before[j] - [i]
+        self.chars_before = np.zeros(self.n_words + 1, np.int64)
+        np.cumsum(word_lengths[self.word_ids], out=self.chars_before[1:])
+        counts = np.bincount(self.word_ids)
+        repeats = counts[self.word_ids] > 1
+        # size -> (positions where an n-gram occurring twice or more starts, its ids,
+        #          (its count, first position) of the most frequent n-gram)
+        self._repeated = {1: (np.flatnonzero(repeats), self.word_ids[repeats], self._top(counts, self.word_ids, np.arange(self.n_words)))}
 
-def duplicated_ngram_chars(words: list[str], sizes: list[int]) -> dict[int, int]:
-    """For each n in `sizes`: characters in word n-grams that repeat an earlier n-gram.
+    @staticmethod
+    def _top(counts: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> tuple[int, int]:
+        """(count, first position) of the most frequent n-gram; ties go to the earliest.
 
-    Gopher's (and datatrove's) definition: scan left to right; an n-gram seen before counts
-    its characters (words without spaces) and the scan jumps past it, so no word counts
-    twice. Only n-grams that occur more than once can ever count, so the scan visits just
-    their positions; and an (n+1)-gram can repeat only where its first n words repeat, so
-    each larger size looks only at the previous size's repeated positions.
-    """
-    result: dict[int, int] = {}
-    candidates = range(len(words))
-    for n in sorted(sizes):
-        last = len(words) - n
-        grams = {i: tuple(words[i : i + n]) for i in candidates if i <= last}
-        counts = Counter(grams.values())
-        repeated_positions = [i for i, gram in grams.items() if counts[gram] > 1]
-        seen: set[tuple[str, ...]] = set()
+        `positions` hold every occurrence of the n-grams that repeat; when none does, every
+        n-gram occurs once and the first one, at position 0, is the most frequent.
+        """
+        top = int(counts.max()) if len(counts) else 1
+        if top == 1:
+            return 1, 0
+        return top, int(positions[np.argmax(counts[ids] == top)])
+
+    def repeated(self, n: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        if n not in self._repeated:
+            positions, ids, _ = self.repeated(n - 1)
+            fits = positions <= self.n_words - n
+            positions = positions[fits]
+            keys = ids[fits] * self.vocabulary_size + self.word_ids[positions + n - 1]
+            _, ids, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            ids = ids.reshape(-1)
+            top = self._top(counts, ids, positions)
+            again = counts[ids] > 1
+            self._repeated[n] = (positions[again], ids[again], top)
+        return self._repeated[n]
+
+    def top_chars(self, n: int) -> int:
+        """Characters of the most frequent n-gram (words joined by spaces) x its count.
+
+        Ties go to the n-gram seen first, as `Counter.most_common` does. When no n-gram
+        repeats, that is the first one.
+        """
+        if self.n_words < n:
+            return 0
+        count, first = self.repeated(n)[2]
+        return int(self.chars_before[first + n] - self.chars_before[first] + n - 1) * count
+
+    def duplicated_chars(self, sizes: Iterable[int]) -> dict[int, int]:
+        """For each n in `sizes`: characters in word n-grams that repeat an earlier n-gram.
+
+        Gopher's (and datatrove's) definition: scan left to right; an n-gram seen before
+        counts its characters (words without spaces) and the scan jumps past it, so no word
+        counts twice. Only n-grams that occur more than once can ever count, so the scan
+        visits just their positions.
+        """
+        return {n: self._scan(n) for n in sizes}
+
+    def _scan(self, n: int) -> int:
+        """The left-to-right scan (sequential) over the positions of repeated n-grams."""
+        positions, ids, _ = self.repeated(n)
+        spans = (self.chars_before[positions + n] - self.chars_before[positions]).tolist()
+        seen: set[int] = set()
         repeated = next_index = 0
-        for i in repeated_positions:
+        for i, gram, span in zip(positions.tolist(), ids.tolist(), spans):
             if i < next_index:
                 continue
-            gram = grams[i]
             if gram in seen:
-                repeated += sum(map(len, gram))
+                repeated += span
                 next_index = i + n
             else:
                 seen.add(gram)
-        result[n] = repeated
-        candidates = repeated_positions
-    return result
+        return repeated
+
+
+def top_ngram_chars(words: list[str], n: int) -> int:
+    """`WordNgrams(words).top_chars(n)`."""
+    return WordNgrams(words).top_chars(n)
+
+
+def duplicated_ngram_chars(words: list[str], sizes: list[int]) -> dict[int, int]:
+    """`WordNgrams(words).duplicated_chars(sizes)`."""
+    return WordNgrams(words).duplicated_chars(sizes)
 
 
 def fasttext_line(text: str, lowercase: bool = False) -> str:
