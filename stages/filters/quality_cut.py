@@ -84,13 +84,13 @@ class QualityCut(Stage):
                           info={"bin": bin_index, "bin_rows": bin_rows})
 
 
-def kth_best_in_bin(paths: list[str], bin_index: int, rank: int, bin_rows: int,
-                    max_sort_rows: int = MAX_SORT_ROWS) -> tuple[float, str]:
+def kth_best_in_bin(paths: list[str], bin_index: int, rank: int,
+                    bin_rows: int) -> tuple[float, str]:
     """The rank-th best (score, id) among the rows of one bin of the score files (rank 1 is
-    the best), from at most `max_sort_rows` rows in memory or one row group per file."""
+    the best), from at most MAX_SORT_ROWS rows in memory or one row group per file."""
     if not 1 <= rank <= bin_rows:
         raise ValueError(f"rank {rank} outside the {bin_rows} rows of bin {bin_index}")
-    if bin_rows <= max_sort_rows:
+    if bin_rows <= MAX_SORT_ROWS:
         tables = [t for p in paths for t in rows_in_bin(p, bin_index)]
         table = pa.concat_tables(tables)
         if table.num_rows != bin_rows:
