@@ -290,9 +290,8 @@ class WordNgrams:
         np.cumsum(word_lengths[self.word_ids], out=self.chars_before[1:])
         counts = np.bincount(self.word_ids)
         repeats = counts[self.word_ids] > 1
-        # size -> (positions where an n-gram occurring twice or more starts, its ids,
-        #          (its count, first position) of the most frequent n-gram)
-        self._repeated = {1: (np.flatnonzero(repeats), self.word_ids[repeats], self._top(counts, self.word_ids, np.arange(self.n_words)))}
+        top = self._top(counts, self.word_ids, np.arange(self.n_words))
+        self._repeated = {1: (np.flatnonzero(repeats), self.word_ids[repeats], top)}
 
     @staticmethod
     def _top(counts: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> tuple[int, int]:
@@ -307,10 +306,15 @@ class WordNgrams:
         return top, int(positions[np.argmax(counts[ids] == top)])
 
     def repeated(self, n: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """The n-grams that occur twice or more: (their start positions, in order; their
+        ids), and (count, first position) of the most frequent n-gram."""
         if n not in self._repeated:
             positions, ids, _ = self.repeated(n - 1)
             fits = positions <= self.n_words - n
             positions = positions[fits]
+            if not len(positions):  # no (n-1)-gram repeats, so no n-gram does
+                self._repeated[n] = (positions, ids[fits], (1, 0))
+                return self._repeated[n]
             keys = ids[fits] * self.vocabulary_size + self.word_ids[positions + n - 1]
             _, ids, counts = np.unique(keys, return_inverse=True, return_counts=True)
             ids = ids.reshape(-1)
@@ -327,8 +331,8 @@ class WordNgrams:
         """
         if self.n_words < n:
             return 0
-        count, first = self.repeated(n)[2]
-        return int(self.chars_before[first + n] - self.chars_before[first] + n - 1) * count
+        times, first = self.repeated(n)[2]
+        return int(self.chars_before[first + n] - self.chars_before[first] + n - 1) * times
 
     def duplicated_chars(self, sizes: Iterable[int]) -> dict[int, int]:
         """For each n in `sizes`: characters in word n-grams that repeat an earlier n-gram.
