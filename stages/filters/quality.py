@@ -40,7 +40,7 @@ TRAIN_KIND = "train_quality_classifier"
 MODEL_SUFFIX, METRICS_SUFFIX = "model/quality.bin", "model/metrics.json"
 REJECT_BELOW_THRESHOLD = "quality_filter:below_threshold"
 REJECT_BELOW_TOP_PERCENT = "quality_filter:below_top_percent"
-CUT_FILE = "cut.json"  # quality_cut writes it, quality_top reads it
+CUT_FILE = "meta/cut.json"  # quality_cut writes it, quality_top reads it
 
 SCORE_BINS = 4096
 SCORE_ROW_GROUP = 1024  # rows; what a bin reader skips by, and buffers per file when merging

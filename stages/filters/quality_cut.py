@@ -1,6 +1,6 @@
 """`quality_cut`: phase 2 of a top-percent `quality_filter`, the exact cut.
 
-Input: one `quality_scores` stage. One task, `cut`, writes `cut.json`: the number of
+Input: one `quality_scores` stage. One task, `cut`, writes `meta/cut.json`: the number of
 documents N, keep = round(N * top_percent / 100), and the (score, id) pair of the keep-th
 best document (null when keep is 0). A document is kept when its (score, id) is at or
 above the cut, so ties on the score are broken by id and exactly `keep` documents are kept

@@ -4,7 +4,7 @@ Inputs: the doc stages the scores were computed on, the `quality_scores` and `qu
 stages (a `train_quality_classifier` input, or the one named `model_input`, is passed
 over). One task per input shard, same shard name out. A task reads its own shard's score
 file instead of scoring again, sets `quality_score` and keeps a document when its
-(score, id) is at or above the cut in `cut.json`; the others go to rejected/ as
+(score, id) is at or above the cut in `meta/cut.json`; the others go to rejected/ as
 `quality_filter:below_top_percent`. A shard whose rows or ids differ from its score file
 fails the task: it changed after it was scored.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +47,7 @@ class QualityTop(FilterStage):
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         scores = input_of_kind(self.name, inputs, "quality_scores")
         cut_input = input_of_kind(self.name, inputs, "quality_cut")
-        cut_files = [f for f in cut_input.files if f.endswith(CUT_FILE)]
+        cut_files = [f for f in cut_input.files if Path(f).as_posix().endswith(CUT_FILE)]
         if len(cut_files) != 1:
             raise ValueError(f"stage '{self.name}': '{cut_input.name}' has no committed {CUT_FILE}")
         cut = json.loads(storage.read_text(cut_files[0]))["cut"]

@@ -127,7 +127,7 @@ def test_local_and_dask_runs_are_byte_identical(tmp_path, corpora):
 
     run(config(tmp_path / "a", corpora, {"top_percent": 20}), executor="local")
     run(config(tmp_path / "b", corpora, {"top_percent": 20}), executor="dask", workers=2)
-    for stage in ("model", "quality"):
+    for stage in ("model", "quality.scores", "quality.cut", "quality"):  # every phase
         a, b = tmp_path / "a" / stage, tmp_path / "b" / stage
         files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes()  # noqa: E731
                            for p in sorted(d.rglob("*")) if p.is_file() and p.parent != d}

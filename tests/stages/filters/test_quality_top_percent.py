@@ -116,7 +116,7 @@ def run_phases(root: Path, shards: list[Path], percent: float) -> tuple[dict, li
     for task in top.tasks([docs, scores, cut]):
         result = top.run_task(task)
         assert result.counts.balanced()
-    summary = json.loads((root / "q.cut" / "cut.json").read_text())
+    summary = json.loads((root / "q.cut" / "meta" / "cut.json").read_text())
     kept = [r["id"] for p in sorted((root / "q" / "shards").glob("*.parquet"))
             for r in pq.read_table(p, columns=["id"]).to_pylist()]
     return summary, kept
@@ -169,7 +169,7 @@ def test_top_refuses_a_shard_that_changed_after_scoring(tmp_path):
         StageInput("q.scores", "quality_scores", tmp_path / "r" / "q.scores",
                    (str(tmp_path / "r" / "q.scores" / "scores" / "part-00000.parquet"),)),
         StageInput("q.cut", "quality_cut", tmp_path / "r" / "q.cut",
-                   (str(tmp_path / "r" / "q.cut" / "cut.json"),)),
+                   (str(tmp_path / "r" / "q.cut" / "meta" / "cut.json"),)),
     ]
     top = QualityTop("q", QualityTopParams(), tmp_path / "again")
     [task] = top.tasks(inputs)
