@@ -14,8 +14,11 @@ MAX_SORT_ROWS rows, else by a streaming merge of the score files (each is sorted
 first), which holds one row group per file.
 
 Memory: SCORE_BINS counters, plus either the bin's pairs (at most MAX_SORT_ROWS, about
-50 bytes each with 20-character ids) or, for a larger bin (many documents with one
-score), one row group (SCORE_ROW_GROUP pairs) per input shard.
+70 bytes each with 14-character ids) or, for a larger bin (many documents with one
+score), one row group (SCORE_ROW_GROUP pairs) per input shard. Measured on synthetic
+score files: 1M documents in 50 shards, uniform scores: a 244-row bin, 0.05 s, +2 MB;
+half of them tied at 1.0: a 500k-row bin sorted, 0.4 s, +33 MB; 3M in 100 shards, half
+tied: a 1.5M-row bin merged to rank 900k, 1.9 s, +40 MB.
 """
 
 from __future__ import annotations
