@@ -346,7 +346,7 @@ class C4(RuleSet):
         for line in view.lines:
             line = line.strip()
             words = line.split()
-            if p.max_word_length is not None and any(len(w) > p.max_word_length for w in words):
+            if p.max_word_length is not None and max(map(len, words), default=0) > p.max_word_length:
                 removed += 1
                 continue
             if p.remove_citations:
