@@ -23,6 +23,10 @@ stage fast). Every score is a column named `<rule_set>_<score>`: a kept document
 all, a rejected one those computed up to its failing rule, so thresholds can be studied and
 re-chosen from the output.
 
+Shared statistics (words, word counts, lines, n-gram ids) are computed once per document
+and reused by every rule set (heuristic_rules.py, "Speed"). Memory: one document at a time,
+about 200 bytes per word at peak, plus the word splitter's cache (~40 MB per worker).
+
 `c4` cleans lines (C4 drops lines without terminal punctuation, with "javascript", ...), so
 it changes the text of documents it keeps. `stop_words` and `c4`'s bad words use the
 document's `lang` column when an upstream `langid` stage set one.
