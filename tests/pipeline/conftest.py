@@ -1,5 +1,7 @@
-"""Engine test helpers: generated corpora (jsonl files with a few planted bad records) and
-`DieOnce`, a stage whose worker process dies (SIGKILL) the first time it sees a marker id."""
+"""Engine test helpers: generated corpora (jsonl files with a few planted bad records),
+`DieOnce`, a stage whose worker process dies (SIGKILL) the first time it sees a marker id,
+and a DAG of every stage family over inputs on the S3 test server (`dag`, `upload_inputs`),
+with `committed` to compare runs by the checksums their manifests list."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import random
 import signal
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 
+from pipeline import storage
 from pipeline.documents import Document
 from pipeline.stage import DocStage, Params
 
@@ -81,3 +85,62 @@ class DieOnce(DocStage):
             os.kill(os.getpid(), signal.SIGKILL)
         doc.columns["length"] = len(doc.text)
         return doc
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 32}
+
+
+def upload_inputs(bucket: str) -> dict[str, str]:
+    fs = fsspec.filesystem("s3")
+    urls = {}
+    for name in ("iana.warc.gz",):
+        fs.put_file(str(DATA / "warc" / name), f"{bucket[5:]}/inputs/{name}")
+        urls[name] = f"{bucket}/inputs/{name}"
+    fs.put_file(str(DATA / "filter_docs.jsonl.gz"), f"{bucket[5:]}/inputs/filter_docs.jsonl.gz")
+    urls["docs"] = f"{bucket}/inputs/filter_docs.jsonl.gz"
+    return urls
+
+
+def dag(run_dir: str, urls: dict[str, str], pretrain_steps: int = 6) -> dict:
+    return {
+        "name": "s3",
+        "run_dir": run_dir,
+        "stages": {
+            "pages": {"kind": "ingest_warc", "params": {"paths": [urls["iana.warc.gz"]]}},
+            "text": {"kind": "extract", "inputs": ["pages"], "params": {"engine": "resiliparse"}},
+            "docs": {"kind": "ingest", "params": {"paths": [urls["docs"]], "shard_size": 50}},
+            "lang": {"kind": "langid", "inputs": ["text", "docs"], "params": {"keep": ["en"]}},
+            "rules": {"kind": "heuristic_filter", "inputs": ["lang"],
+                      "params": {"rule_sets": ["gopher_repetition", "fineweb_quality"]}},
+            "pii": {"kind": "pii", "inputs": ["rules"]},
+            "exact": {"kind": "exact_dedup", "inputs": ["pii"]},
+            "near": {"kind": "minhash_dedup", "inputs": ["exact"],
+                     "params": {"threshold": 0.8, "num_perm": 64, "partitions": 2}},
+            "bpe": {"kind": "train_tokenizer", "inputs": ["near"], "params": {"vocab_size": 400}},
+            "tok": {"kind": "tokenize", "inputs": ["near", "bpe"], "params": {"val_fraction": 0.1}},
+            "lm": {"kind": "pretrain", "inputs": ["tok"], "params": {
+                "model": TINY, "data": {"seq_len": 32},
+                "train": {"batch_size": 4, "max_steps": pretrain_steps, "warmup_steps": 2,
+                          "lr": 3e-3, "min_lr": 3e-4, "eval_every": 3, "eval_batches": 1,
+                          "log_every": 3, "checkpoint_every": 3, "seed": 0},
+                "sample_tokens": 8}},
+        },
+    }
+
+
+def committed(run_dir) -> dict[str, str]:
+    """sha256 of every file every manifest lists, by stage/relative path (timings aside)."""
+    root = storage.run_location(run_dir)
+    out = {}
+    for manifest_path in sorted(storage.files_under(root), key=str):
+        if manifest_path.name != "manifest.json":
+            continue
+        manifest = json.loads(storage.read_text(manifest_path))
+        assert manifest["complete"], manifest_path
+        for task in manifest["tasks"].values():
+            for f in task["files"]:
+                if f["path"].endswith("train_log.jsonl"):
+                    continue  # wall-clock timings
+                out[f"{manifest['stage']}/{f['path']}"] = f["sha256"]
+    return out
