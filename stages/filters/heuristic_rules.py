@@ -42,6 +42,7 @@ import re
 from collections import Counter
 from functools import cached_property, lru_cache
 from importlib.resources import files
+from itertools import filterfalse
 from operator import itemgetter, methodcaller
 from typing import Any, ClassVar, Literal
 
@@ -102,7 +103,7 @@ class TextView:
     @cached_property
     def punctuation_words(self) -> frozenset[str]:
         """The distinct words made of punctuation only (datatrove leaves them out of counts)."""
-        return frozenset(w for w in self.word_counts if PUNCTUATION_SET.issuperset(w))
+        return frozenset(filter(PUNCTUATION_SET.issuperset, self.word_counts))
 
     @cached_property
     def content_words(self) -> int:
@@ -190,7 +191,7 @@ class GopherQuality(RuleSet):
         n_words = len(view.words)
         # Words that are not punctuation only, and their characters, counted per distinct word.
         kept = view.content_words
-        kept_chars = sum(len(w) * n for w, n in counts.items()) - sum(
+        kept_chars = sum(map(len, view.words)) - sum(
             len(w) * counts[w] for w in view.punctuation_words
         )
         avg_len = kept_chars / kept if kept else 0.0
@@ -198,7 +199,9 @@ class GopherQuality(RuleSet):
         bullets = sum(map(methodcaller("startswith", ("•", "-")), map(str.lstrip, lines)))
         ellipsis_lines = sum(map(methodcaller("endswith", ("...", "…")), map(str.rstrip, lines)))
         alpha_of = Counter(text.split()) if p.alpha_words == "whitespace" else counts
-        alpha = sum(n for w, n in alpha_of.items() if w.isalpha() or any(map(str.isalpha, w)))
+        # words with a letter: all but the few, among those not all letters, with none
+        no_letter = [w for w in filterfalse(str.isalpha, alpha_of) if not any(map(str.isalpha, w))]
+        alpha = alpha_of.total() - sum(map(alpha_of.__getitem__, no_letter))
         stop = len(set(p.stop_words).intersection(counts))
         s = {
             "words": kept,

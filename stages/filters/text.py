@@ -18,7 +18,7 @@ spaCy's rules run only on chunks not seen before.
 `WordNgrams` holds a document's word n-grams as integer ids for Gopher's repetition
 statistics (the most frequent n-gram, the characters in repeated n-grams): ids of size n
 come from sorting pairs (id of the first n-1 words, id of the last word) at only the
-positions where an (n-1)-gram repeats, so no tuple or string is built per position and
+positions where both (n-1)-grams inside repeat, so no tuple or string is built per position and
 each size is computed once per document for both statistics. Memory per document: a few
 int64 arrays as long as its word count.
 
@@ -280,8 +280,8 @@ class WordNgrams:
     Each distinct word gets an id; an n-gram's id is a dense id of the pair (id of its first
     n-1 words, id of its last word), found by sorting (`np.unique`), so equal n-grams get
     equal ids without building a tuple or a string per position. An n-gram can occur twice
-    only where its first n-1 words occur twice, so size n looks only at the positions where
-    an (n-1)-gram repeats: in prose the sorts shrink fast with n. Sizes are built in order,
+    only where its first n-1 words and its last n-1 words both occur twice, so size n sorts
+    only those positions: in prose the sorts shrink fast with n. Sizes are built in order,
     once per document, and serve both statistics. Memory: a few int64 arrays of the
     document's word count.
     """
@@ -320,12 +320,15 @@ class WordNgrams:
         ids), and (count, first position) of the most frequent n-gram."""
         if n not in self._repeated:
             positions, ids, _ = self.repeated(n - 1)
-            fits = positions <= self.n_words - n
-            positions = positions[fits]
-            if not len(positions):  # no (n-1)-gram repeats, so no n-gram does
-                self._repeated[n] = (positions, ids[fits], (1, 0))
+            # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat.
+            repeats = np.zeros(self.n_words + 1, bool)
+            repeats[positions] = True
+            keep = repeats[positions + 1] & (positions <= self.n_words - n)
+            positions = positions[keep]
+            if not len(positions):  # then no n-gram repeats
+                self._repeated[n] = (positions, ids[keep], (1, 0))
                 return self._repeated[n]
-            keys = ids[fits] * self.vocabulary_size + self.word_ids[positions + n - 1]
+            keys = ids[keep] * self.vocabulary_size + self.word_ids[positions + n - 1]
             _, ids, counts = np.unique(keys, return_inverse=True, return_counts=True)
             ids = ids.reshape(-1)
             top = self._top(counts, ids, positions)
