@@ -36,3 +36,9 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The default recipe on a gzipped WARC dump (2 GB unless told), lmforge on the local executor
+# and on dask with 1 and 2 workers beside datatrove: `make bench-scale SCALE_ARGS="--gb 0.1"`.
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
