@@ -1,7 +1,7 @@
 """The default recipe at dump scale: gzipped WARC to token shards, lmforge beside datatrove.
 
     python -m bench.scale [--gb 2.0] [--dump-dir DIR] [--datatrove-docs 2000] [--price 0.02]
-    python -m bench.scale --gb 0.005 --skip-datatrove     # smoke run: about a minute
+    python -m bench.scale --gb 0.005 --skip-datatrove     # smoke run: a minute or two
     make bench-scale
 
 **The dump.** `--gb` of gzipped WARC (default 2.0), one gzip member per record, each record a
@@ -473,16 +473,21 @@ def print_table(rows: list[tuple[str, dict]], gz_mb: dict[str, float], reference
               f"{r['worker_rss_mb']:.0f} | {r['driver_rss_mb']:.0f} | {ratio} |")
 
 
-def print_stages(label: str, r: dict) -> None:
-    print(f"\n{label}: per stage (task seconds from stats.json, bytes from manifests)\n")
-    print("| stage | kind | in | kept | tasks | task s | share | pages/task-s | MB written |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    total = sum(s["task_seconds"] for s in r["stages"]) or 1.0
-    for s in r["stages"]:
+def print_stages(runs: list[tuple[str, dict]]) -> None:
+    """Per stage: the funnel and bytes of the first run, task seconds of every run."""
+    first = runs[0][1]
+    print("\nPer stage (task seconds from stats.json: wall time of the tasks; bytes written from "
+          "the manifests; share and pages/task-s of the first run)\n")
+    print("| stage | kind | in | kept | tasks | MB written | share | pages/task-s | "
+          + " | ".join(f"task s, {label}" for label, _ in runs) + " |")
+    print("|---" * (8 + len(runs)) + "|")
+    total = sum(s["task_seconds"] for s in first["stages"]) or 1.0
+    for i, s in enumerate(first["stages"]):
         rate = s["in"] / s["task_seconds"] if s["task_seconds"] else None
+        seconds = " | ".join(f"{r['stages'][i]['task_seconds']:.1f}" for _, r in runs)
         print(f"| {s['stage']} | {s['kind']} | {s['in']:,} | {s['kept']:,} | {s['tasks']} | "
-              f"{s['task_seconds']:.1f} | {s['task_seconds'] / total:.0%} | {fmt_rate(rate)} | "
-              f"{s['bytes_written'] / 1e6:.1f} |")
+              f"{s['bytes_written'] / 1e6:.1f} | {s['task_seconds'] / total:.0%} | {fmt_rate(rate)} | "
+              f"{seconds} |")
 
 
 def projection(rows: list[tuple[str, dict]], gz_mb: dict[str, float], price: float) -> None:
@@ -579,9 +584,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndask 1 -> 2 workers: {one['wall'] / two['wall']:.2f}x in wall time "
               f"({one['wall']:.1f} s -> {two['wall']:.1f} s)")
     for label, r in rows:
-        if "error" not in r and "stages" in r:
-            print_stages(label, r)
-            break
+        if "error" not in r and r.get("workers_cpu"):
+            print(f"{label}: CPU s of the driver (config, manifests, scheduler) "
+                  f"{r['driver_cpu']:.1f}, of each worker "
+                  + ", ".join(f"{w:.1f} (start-up {s:.1f})"
+                              for w, s in zip(r["workers_cpu"], r["workers_start_cpu"])))
+    dump_runs = [(label, r) for label, r in rows
+                 if "error" not in r and "stages" in r and r["input"] == "dump"]
+    if dump_runs:
+        print_stages(dump_runs)
     if reference:
         print("\ndatatrove: per executor run (CPU s of this process and its reaped children; "
               "per step: datatrove's own wall-time stats, a step's time includes the steps it pulls from)\n")
