@@ -595,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         print_stages(dump_runs)
     if reference:
         print("\ndatatrove: per executor run (CPU s of this process and its reaped children; "
-              "per step: datatrove's own wall-time stats, a step's time includes the steps it pulls from)\n")
+              "per step: datatrove's own wall-time timers; MinHash stage 1's spans the whole stream "
+              "it pulls, the others time their own step)\n")
         for name, step in reference["steps"].items():
             detail = ", ".join(f"{k} {v}" for k, v in step.get("per_step", {}).items())
             print(f"- {name}: CPU {step['cpu']:.1f} s, wall {step['wall']:.1f} s"
