@@ -226,7 +226,8 @@ def main() -> None:
     print("| rule set | datatrove docs/CPU-s | "
           + (f"ours at {args.baseline} docs/CPU-s | " if baseline else "")
           + "ours docs/CPU-s | speed-up vs datatrove | "
-          + ("speed-up vs baseline | identical to baseline (decisions, scores) | " if baseline else "")
+          + ("speed-up vs baseline | identical to baseline (decisions, scores) | "
+             if baseline else "")
           + "identical decisions to datatrove | kept (datatrove / ours) |")
     print("|---|---:|" + ("---:|" if baseline else "") + "---:|---:|"
           + ("---:|---:|" if baseline else "") + "---:|---:|")

@@ -361,7 +361,8 @@ class C4(RuleSet):
         for line in view.lines:
             line = line.strip()
             words = line.split()
-            if p.max_word_length is not None and max(map(len, words), default=0) > p.max_word_length:
+            longest = max(map(len, words), default=0)
+            if p.max_word_length is not None and longest > p.max_word_length:
                 removed += 1
                 continue
             if p.remove_citations:
@@ -487,7 +488,6 @@ class FineWebQuality(RuleSet):
         if p.max_newline_word_ratio is not None and newline > p.max_newline_word_ratio:
             return "list_ratio"
         return None
-
 
 
 # --- URL block list -------------------------------------------------------------------------
@@ -646,14 +646,14 @@ class StopWords(RuleSet):
         count = sum(
             n for w, n in view.word_counts.items() if w.lower() in stop and w not in punctuation
         )
-        words = view.content_words
-        view.scores[self.column("fraction")] = _ratio(count, words)
+        content = view.content_words
+        view.scores[self.column("fraction")] = _ratio(count, content)
         view.scores[self.column("count")] = count
         if not stop:
             return "unknown_language" if p.unknown_language == "drop" else None
         if p.min_count is not None and count < p.min_count:
             return "min_count"
-        if p.min_fraction is not None and _ratio(count, words) < p.min_fraction:
+        if p.min_fraction is not None and _ratio(count, content) < p.min_fraction:
             return "min_fraction"
         return None
 

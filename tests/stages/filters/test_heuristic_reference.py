@@ -120,6 +120,7 @@ def ref_gopher_quality(text: str, alpha_words: str = "tokens") -> dict[str, floa
     kept = [w for w in words if not is_punctuation_word(w)]
     lines = text.splitlines() or [""]
     alpha_of = text.split() if alpha_words == "whitespace" else words
+    alpha = sum(any(c.isalpha() for c in w) for w in alpha_of)
     stop_words = set(GopherQualityParams().stop_words)
     scores = {
         "words": len(kept),
@@ -127,8 +128,9 @@ def ref_gopher_quality(text: str, alpha_words: str = "tokens") -> dict[str, floa
         "hash_ratio": ratio(text.count("#"), len(words)),
         "ellipsis_ratio": ratio(text.count("...") + text.count("…"), len(words)),
         "bullet_lines_ratio": sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines),
-        "ellipsis_lines_ratio": sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines),
-        "alpha_words_ratio": ratio(sum(any(c.isalpha() for c in w) for w in alpha_of), len(alpha_of)),
+        "ellipsis_lines_ratio": (
+            sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)),
+        "alpha_words_ratio": ratio(alpha, len(alpha_of)),
         "stop_words": len({w for w in words if w in stop_words}),
     }
     return {f"gopher_quality_{k}": v for k, v in scores.items()}
@@ -170,8 +172,10 @@ def ref_reason(rule_set: str, scores: dict[str, float], text: str) -> str | None
             ("dup_para_char_frac", p.max_dup_para_char_frac, "dup_para_char_frac"),
             ("dup_line_frac", p.max_dup_line_frac, "dup_line_frac"),
             ("dup_line_char_frac", p.max_dup_line_char_frac, "dup_line_char_frac"),
-            *((f"top_{n}_gram_char_frac", v, f"top_{n}_gram") for n, v in p.max_top_ngram_char_frac.items()),
-            *((f"dup_{n}_gram_char_frac", v, f"dup_{n}_gram") for n, v in p.max_dup_ngram_char_frac.items()),
+            *((f"top_{n}_gram_char_frac", limit, f"top_{n}_gram")
+              for n, limit in p.max_top_ngram_char_frac.items()),
+            *((f"dup_{n}_gram_char_frac", limit, f"dup_{n}_gram")
+              for n, limit in p.max_dup_ngram_char_frac.items()),
         ]
         for score, limit, reason in rules:
             if scores[f"gopher_repetition_{score}"] > limit:
@@ -390,7 +394,8 @@ def test_fixture_decisions_are_pinned(fixture_docs, rule_set):
 
 
 def test_demo_recipe_decisions_are_pinned(fixture_docs):
-    filter_stage = stage(["url_blocklist", "gopher_repetition", "gopher_quality", "fineweb_quality"])
+    filter_stage = stage(
+        ["url_blocklist", "gopher_repetition", "gopher_quality", "fineweb_quality"])
     reasons = Counter(
         (r.reason if isinstance(r, Rejected) else None)
         for d in fixture_docs
