@@ -199,6 +199,15 @@ class Stage:
     def run_task(self, task: Task) -> TaskResult:
         raise NotImplementedError
 
+    def input_of_kind(self, inputs: list[StageInput], kind: str) -> StageInput:
+        """The one input of a given kind (a phase finding its upstream phase); a clear error
+        naming this stage otherwise."""
+        found = [i for i in inputs if i.kind == kind]
+        if len(found) != 1:
+            got = ", ".join(f"{i.name} ({i.kind})" for i in inputs) or "none"
+            raise ValueError(f"stage '{self.name}': needs exactly one input of kind '{kind}'; got {got}")
+        return found[0]
+
     def __getstate__(self) -> dict[str, Any]:
         # Heavy resources (models, tokenizers) are loaded lazily into `_`-prefixed
         # attributes; they are never pickled to workers, each worker loads its own once.

@@ -36,7 +36,6 @@ from stages.dedup.minhash import (
     commit_json,
     commit_table,
     files_under,
-    input_of_kind,
     ref_row,
     ref_shard,
 )
@@ -55,7 +54,7 @@ class ExactDuplicates(Stage):
     Params = ExactDuplicatesParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        fingerprints = input_of_kind(self.name, inputs, "exact_fingerprints")
+        fingerprints = self.input_of_kind(inputs, "exact_fingerprints")
         meta_files = tuple(files_under(fingerprints, "meta"))
         metas = sorted((json.loads(storage.read_text(f)) for f in meta_files),
                        key=lambda m: m["shard_index"])

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipeline.artifacts import open_parquet
 from pipeline.documents import Document, Rejected
 from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
-from stages.dedup.minhash import in_run, input_of_kind, read_shards_table
+from stages.dedup.minhash import in_run, read_shards_table
 
 REASON = "exact_dedup:duplicate"
 
@@ -37,7 +37,7 @@ class ExactFilter(FilterStage):
     score_columns = {"exact_dup_of": pa.string(), "exact_dup_count": pa.int64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        duplicates = input_of_kind(self.name, inputs, "exact_duplicates")
+        duplicates = self.input_of_kind(inputs, "exact_duplicates")
         table = read_shards_table(duplicates)
         shards = [s for i in inputs if i is not duplicates for s in i.shards]
         expected = [in_run(self.stage_dir, s["shard"]) for s in table["shards"]]

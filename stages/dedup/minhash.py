@@ -474,15 +474,6 @@ def commit_json(stage_dir: Path, final: Path, obj: Any) -> FileEntry:
     return commit_artifact(stage_dir, tmp, final)
 
 
-def input_of_kind(stage_name: str, inputs: list[StageInput], kind: str) -> StageInput:
-    """The one input of a given kind; a clear error naming the stage otherwise."""
-    found = [i for i in inputs if i.kind == kind]
-    if len(found) != 1:
-        got = ", ".join(f"{i.name} ({i.kind})" for i in inputs) or "none"
-        raise ValueError(f"stage '{stage_name}': needs exactly one input of kind '{kind}'; got {got}")
-    return found[0]
-
-
 def files_under(stage_input: StageInput, folder: str) -> list[str]:
     return [f for f in stage_input.files if Path(f).parent.name == folder]
 

@@ -47,7 +47,6 @@ from stages.dedup.minhash import (
     exact_jaccard,
     gather_sets,
     files_under,
-    input_of_kind,
     ref_row,
     ref_shard,
 )
@@ -68,7 +67,7 @@ class MinhashBuckets(Stage):
     Params = MinhashBucketsParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        signatures = input_of_kind(self.name, inputs, "minhash_signatures")
+        signatures = self.input_of_kind(inputs, "minhash_signatures")
         metas = sorted(
             (json.loads(storage.read_text(f)) for f in files_under(signatures, "meta")),
             key=lambda m: m["shard_index"],

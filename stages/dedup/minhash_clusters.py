@@ -48,7 +48,6 @@ from stages.dedup.minhash import (
     commit_row_groups,
     files_under,
     in_run,
-    input_of_kind,
     read_shards_table,
     ref_row,
     ref_shard,
@@ -74,7 +73,7 @@ class MinhashClusters(Stage):
     Params = MinhashClustersParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        buckets = input_of_kind(self.name, inputs, "minhash_buckets")
+        buckets = self.input_of_kind(inputs, "minhash_buckets")
         table = read_shards_table(buckets)
         shards = tuple(in_run(self.stage_dir, s["shard"]) for s in table["shards"])
         return [Task(name="clusters", inputs=tuple(files_under(buckets, "pairs")),

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.documents import Document, Rejected
-from stages.dedup.minhash import files_under, in_run, input_of_kind, read_shards_table
+from stages.dedup.minhash import files_under, in_run, read_shards_table
 from pipeline.stage import FilterStage, Params, StageInput, Task
 
 REASON = "minhash:duplicate"
@@ -38,7 +38,7 @@ class MinhashFilter(FilterStage):
     score_columns = {"dup_cluster": pa.string(), "dup_cluster_size": pa.int64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        clusters = input_of_kind(self.name, inputs, "minhash_clusters")
+        clusters = self.input_of_kind(inputs, "minhash_clusters")
         docs = [i for i in inputs if i is not clusters]
         table = read_shards_table(clusters)
         expected = [in_run(self.stage_dir, s["shard"]) for s in table["shards"]]

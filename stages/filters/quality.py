@@ -163,14 +163,6 @@ def files_under(stage_input: StageInput, folder: str) -> dict[str, str]:
     return {Path(f).stem: f for f in stage_input.files if Path(f).parent.name == folder}
 
 
-def input_of_kind(stage_name: str, inputs: list[StageInput], kind: str) -> StageInput:
-    found = [i for i in inputs if i.kind == kind]
-    if len(found) != 1:
-        got = ", ".join(f"{i.name} ({i.kind})" for i in inputs) or "none"
-        raise ValueError(f"stage '{stage_name}': needs exactly one input of kind '{kind}'; got {got}")
-    return found[0]
-
-
 def _file_ending(stage_input: StageInput, suffix: str) -> str:
     for path in stage_input.files:
         if Path(path).as_posix().endswith(suffix):

@@ -38,7 +38,6 @@ from stages.filters.quality import (
     SCORE_BINS,
     commit_json,
     files_under,
-    input_of_kind,
     read_histogram,
     rows_in_bin,
 )
@@ -57,7 +56,7 @@ class QualityCut(Stage):
     Params = QualityCutParams
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        scores = input_of_kind(self.name, inputs, "quality_scores")
+        scores = self.input_of_kind(inputs, "quality_scores")
         score_files, histograms = files_under(scores, "scores"), files_under(scores, "histograms")
         if sorted(score_files) != sorted(histograms):
             raise ValueError(f"stage '{self.name}': '{scores.name}' has scores for "

@@ -29,7 +29,6 @@ from stages.filters.quality import (
     REJECT_BELOW_TOP_PERCENT,
     doc_inputs_of,
     files_under,
-    input_of_kind,
 )
 
 
@@ -45,8 +44,8 @@ class QualityTop(FilterStage):
     score_columns = {"quality_score": pa.float64()}
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
-        scores = input_of_kind(self.name, inputs, "quality_scores")
-        cut_input = input_of_kind(self.name, inputs, "quality_cut")
+        scores = self.input_of_kind(inputs, "quality_scores")
+        cut_input = self.input_of_kind(inputs, "quality_cut")
         cut_files = [f for f in cut_input.files if Path(f).as_posix().endswith(CUT_FILE)]
         if len(cut_files) != 1:
             raise ValueError(f"stage '{self.name}': '{cut_input.name}' has no committed {CUT_FILE}")
