@@ -107,7 +107,6 @@ _CLITICS = tuple(q + c for q in "'’" for c in ("d", "ll", "re", "ve", "m"))
 _QUOTES = "\"'`‘’“”«»‚„‹›「」『』"
 _PREFIXES = frozenset("!\"#$%&'()*,:;<=>?[]_`{}§—–£€¥+（【《" + _QUOTES)
 _SUFFIXES = frozenset("!\"#&'()*,:;<>?[]_`{}—–。，、；：？！）】》" + _QUOTES)
-_SIMPLE = re.compile(r"[^\W_]+")
 _SIMPLE_PUNCT = re.compile(r"([^\W_]+)([,;:!?)\]\"])")
 _URL = re.compile(r"(?:(?:https?|ftp)://|www\.)\S+$|[\w.+-]+@[\w-]+(?:\.[\w-]+)+$", re.IGNORECASE)
 
@@ -171,7 +170,7 @@ def split_words(text: str) -> list[str]:
 
 def split_chunk(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace-free chunk."""
-    if _SIMPLE.fullmatch(chunk):  # most chunks: a plain word
+    if chunk.isalnum():  # most chunks: a plain word (what r"[^\W_]+" matches, faster)
         return tuple(_SPLIT_WORDS.get(chunk, (chunk,)))
     match = _SIMPLE_PUNCT.fullmatch(chunk)  # next most: a word and a comma or the like
     if match and match.group(1) not in _SPLIT_WORDS:
@@ -278,7 +277,7 @@ class WordNgrams:
     """A document's repeated word n-grams as integer ids, for the repetition statistics.
 
     Each distinct word gets an id; an n-gram's id is a dense id of the pair (id of its first
-    n-1 words, id of its last word), found by sorting (`np.unique`), so equal n-grams get
+    n-1 words, id of its last word), found by sorting (`_dense_ids`), so equal n-grams get
     equal ids without building a tuple or a string per position. An n-gram can occur twice
     only where its first n-1 words and its last n-1 words both occur twice, so size n sorts
     only those positions: in prose the sorts shrink fast with n. Sizes are built in order,
@@ -329,8 +328,7 @@ class WordNgrams:
                 self._repeated[n] = (positions, ids[keep], (1, 0))
                 return self._repeated[n]
             keys = ids[keep] * self.vocabulary_size + self.word_ids[positions + n - 1]
-            _, ids, counts = np.unique(keys, return_inverse=True, return_counts=True)
-            ids = ids.reshape(-1)
+            ids, counts = _dense_ids(keys)
             top = self._top(counts, ids, positions)
             again = counts[ids] > 1
             self._repeated[n] = (positions[again], ids[again], top)
@@ -372,6 +370,22 @@ class WordNgrams:
             else:
                 seen.add(gram)
         return repeated
+
+
+def _dense_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids 0.. of the distinct keys (equal keys, equal ids), and how often each occurs.
+
+    What `np.unique(keys, return_inverse=True, return_counts=True)` returns, with a third
+    of its fixed cost, which dominates on the short arrays of most documents.
+    """
+    order = keys.argsort()
+    sorted_keys = keys[order]
+    starts = np.empty(len(keys), bool)
+    starts[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    ids = np.empty(len(keys), np.int64)
+    ids[order] = np.cumsum(starts) - 1
+    return ids, np.bincount(ids)
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
