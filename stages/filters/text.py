@@ -197,6 +197,8 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
     while end > start:
         rest = chunk[start:end]
         char = rest[-1]
+        if char.isalnum() and char not in "sS":  # no rule below cuts it (the usual end)
+            break
         if rest in _ABBREVIATIONS or (len(rest) == 2 and char == "." and rest[0].isalpha()):
             break
         if char not in ".,;:!?)]'\"" and _is_url(rest):
@@ -209,7 +211,9 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
             cut = 2
         elif char in _SUFFIXES:
             cut = 1
-        elif char == "." and len(rest) > 1 and _PERIOD_SUFFIX_AFTER.search(rest, 0, len(rest) - 1):
+        elif char == "." and len(rest) > 1 and _PERIOD_SUFFIX_AFTER.search(
+            rest, max(len(rest) - 3, 0), len(rest) - 1  # its matches are 1 or 2 characters
+        ):
             cut = 1
         elif char in "%+" and len(rest) > 1 and rest[-2].isdigit():
             cut = 1
@@ -238,7 +242,7 @@ def _split_middle(word: str, out: list[str]) -> None:
     if word in _ABBREVIATIONS or _is_url(word):
         out.append(word)
         return
-    out.extend(piece for piece in _INFIXES.split(word) if piece)
+    out.extend(filter(None, _INFIXES.split(word)))
 
 
 def is_punctuation(token: str) -> bool:
