@@ -321,22 +321,29 @@ class WordNgrams:
     def repeated(self, n: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """The n-grams that occur twice or more: (their start positions, in order; their
         ids), and (count, first position) of the most frequent n-gram."""
-        if n not in self._repeated:
-            positions, ids, _ = self.repeated(n - 1)
-            # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat.
-            repeats = np.zeros(self.n_words + 1, bool)
-            repeats[positions] = True
-            keep = repeats[positions + 1] & (positions <= self.n_words - n)
-            positions = positions[keep]
-            if not len(positions):  # then no n-gram repeats
-                self._repeated[n] = (positions, ids[keep], (1, 0))
-                return self._repeated[n]
-            keys = ids[keep] * self.vocabulary_size + self.word_ids[positions + n - 1]
-            ids, counts = _dense_ids(keys)
-            top = self._top(counts, ids, positions)
-            again = counts[ids] > 1
-            self._repeated[n] = (positions[again], ids[again], top)
+        if n < 1:
+            raise ValueError(f"n-gram size must be at least 1, not {n}")
+        if n > self.n_words:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), (1, 0)
+        while n not in self._repeated:  # sizes are built in order, from 1
+            size = max(self._repeated) + 1
+            self._repeated[size] = self._grow(*self._repeated[size - 1][:2], size)
         return self._repeated[n]
+
+    def _grow(self, positions: np.ndarray, ids: np.ndarray, n: int):
+        """`repeated(n)` from the positions and ids of the repeated (n-1)-grams."""
+        # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat.
+        repeats = np.zeros(self.n_words + 1, bool)
+        repeats[positions] = True
+        keep = repeats[positions + 1] & (positions <= self.n_words - n)
+        positions = positions[keep]
+        if not len(positions):  # then no n-gram repeats
+            return positions, ids[keep], (1, 0)
+        keys = ids[keep] * self.vocabulary_size + self.word_ids[positions + n - 1]
+        ids, counts = _dense_ids(keys)
+        top = self._top(counts, ids, positions)
+        again = counts[ids] > 1
+        return positions[again], ids[again], top
 
     def top_chars(self, n: int) -> int:
         """Characters of the most frequent n-gram (words joined by spaces) x its count.

@@ -416,3 +416,11 @@ def test_word_ngrams_on_small_vocabularies():
         sizes = rng.sample(range(1, 13), rng.randint(1, 5))
         assert ngrams.duplicated_chars(sizes) == {
             n: ref_duplicated_ngram_chars(words, n) for n in sizes}, (words, sizes)
+
+
+def test_word_ngrams_sizes_beyond_the_document():
+    ngrams = WordNgrams("a b a b a b".split())
+    assert ngrams.top_chars(7) == 0
+    assert ngrams.duplicated_chars([2, 3, 5000]) == {2: 4, 3: 3, 5000: 0}
+    with pytest.raises(ValueError, match="at least 1"):
+        ngrams.top_chars(0)
