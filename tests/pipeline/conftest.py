@@ -88,6 +88,7 @@ class DieOnce(DocStage):
 
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 32}
 
 
@@ -102,8 +103,11 @@ def upload_inputs(bucket: str) -> dict[str, str]:
     return urls
 
 
-def dag(run_dir: str, urls: dict[str, str], pretrain_steps: int = 6) -> dict:
-    return {
+def dag(run_dir: str, urls: dict[str, str], pretrain_steps: int = 6, every_kind: bool = False) -> dict:
+    """The DAG: WARC and jsonl inputs -> extract -> langid -> heuristics -> pii -> exact and
+    MinHash dedup -> BPE -> token shards -> a tiny pretrained model. `every_kind` adds a
+    quality classifier and its top-percent filter, the generic filter and an SFT stage."""
+    config = {
         "name": "s3",
         "run_dir": run_dir,
         "stages": {
@@ -127,6 +131,23 @@ def dag(run_dir: str, urls: dict[str, str], pretrain_steps: int = 6) -> dict:
                 "sample_tokens": 8}},
         },
     }
+    if every_kind:
+        stages = config["stages"]
+        stages["qmodel"] = {"kind": "train_quality_classifier", "inputs": ["text", "docs"],
+                            "params": {"positive_input": "docs", "seed": 0, "epoch": 5, "dim": 16,
+                                       "bucket": 10_000, "holdout_fraction": 0.2,
+                                       "balance": False}}
+        stages["quality"] = {"kind": "quality_filter", "inputs": ["lang", "qmodel"],
+                             "params": {"top_percent": 90}}
+        stages["clean"] = {"kind": "filter", "inputs": ["quality"], "params": {"min_words": 5}}
+        stages["rules"]["inputs"] = ["clean"]
+        stages["chat"] = {"kind": "sft", "inputs": ["lm"], "params": {
+            "preset": str(REPO / "configs" / "sft.yaml"),
+            "data": {"train_file": str(DATA / "sft_preference_240.json"), "max_examples": 40,
+                     "seq_len": 32, "val_fraction": 0.2},
+            "train": {"batch_size": 4, "max_steps": 2, "warmup_steps": 1, "eval_every": 2,
+                      "eval_batches": 1, "log_every": 1, "seed": 0}}}
+    return config
 
 
 def committed(run_dir) -> dict[str, str]:

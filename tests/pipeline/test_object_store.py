@@ -22,9 +22,9 @@ from tests.pipeline.conftest import TINY, committed, dag, upload_inputs
 
 def test_run_dir_on_s3_matches_local_and_status_report_read_it(s3_bucket, tmp_path, one_thread):
     urls = upload_inputs(s3_bucket)
-    pipeline.run(dag(str(tmp_path / "local"), urls))
+    pipeline.run(dag(str(tmp_path / "local"), urls, every_kind=True))
     url = f"{s3_bucket}/runs/x"
-    pipeline.run(dag(url, urls))
+    pipeline.run(dag(url, urls, every_kind=True))
 
     local, remote = committed(tmp_path / "local"), committed(url)
     assert len(local) > 20 and local == remote
@@ -36,7 +36,7 @@ def test_run_dir_on_s3_matches_local_and_status_report_read_it(s3_bucket, tmp_pa
     assert not list(Path.cwd().glob("s3:*"))  # nothing went to a local folder named s3:
 
     # A second run skips every stage.
-    assert {o.status for o in pipeline.run(dag(url, urls))} == {"skipped"}
+    assert {o.status for o in pipeline.run(dag(url, urls, every_kind=True))} == {"skipped"}
 
     assert main(["status", url, "--json"]) == 0
     assert main(["report", url]) == 0
