@@ -25,7 +25,7 @@ re-chosen from the output.
 
 Shared statistics (words, word counts, lines, n-gram ids) are computed once per document
 and reused by every rule set (heuristic_rules.py, "Speed"). Memory: one document at a time,
-about 200 bytes per word at peak, plus the word splitter's cache (~40 MB per worker).
+about 200 bytes per word at peak, plus the word splitter's cache (~50 MB per worker).
 
 `c4` cleans lines (C4 drops lines without terminal punctuation, with "javascript", ...), so
 it changes the text of documents it keeps. `stop_words` and `c4`'s bad words use the

@@ -32,7 +32,7 @@ in the plain definitions, so they are equal to the last bit; tests/stages/filter
 test_heuristic_reference.py checks every score and decision against plain references.
 Memory per document: the text, its word list and counts, and a few int64 arrays of its
 word count: about 200 bytes per word at peak (measured: a 1 MB page of 190,000 words,
-35 MB), freed when the document is done; plus the word splitter's cache, ~40 MB per worker.
+35 MB), freed when the document is done; plus the word splitter's cache, ~50 MB per worker.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ their period (`Mr.`, `e.g.`, `U.S.`). On 300 real documents 70% tokenize identic
 0.2% of spaCy's tokens differ; bench/filters.py and tests/stages/test_heuristic_datatrove.py
 measure how often the filters' decisions agree with datatrove's. A chunk's tokens depend on
 the chunk alone, so they are cached per worker (chunks up to 64 characters, at most 2**18
-of them, ~40 MB): a document is then split at C speed, one dict lookup per chunk, and
+of them, ~50 MB): a document is then split at C speed, one dict lookup per chunk, and
 spaCy's rules run only on chunks not seen before.
 
 `WordNgrams` holds a document's word n-grams as integer ids for Gopher's repetition
@@ -133,8 +133,9 @@ _INFIXES = re.compile(
 # after a few documents almost every chunk is found here and a document is split at C speed
 # (`str.split`, one dict lookup per chunk, `chain`); only new chunks run the rules below.
 # Chunks up to _CACHED_CHUNK_CHARS characters are kept, and the table is replaced by an
-# empty one once it holds _CACHED_CHUNKS entries: at most ~40 MB per worker. Between
-# replacements entries are only added, so threads sharing the table never lose one.
+# empty one once it holds _CACHED_CHUNKS entries: ~50 MB per worker (measured: ~200 bytes
+# an entry). Between replacements entries are only added, so threads sharing the table
+# never lose one.
 _CACHED_CHUNKS = 1 << 18
 _CACHED_CHUNK_CHARS = 64
 _chunk_tokens: dict[str, tuple[str, ...]] = {}
