@@ -268,6 +268,7 @@ def stage_rows(run_dir: Path, names: list[str]) -> list[dict]:
         written = sum(f["bytes"] for task in manifest["tasks"].values() for f in task["files"])
         rows.append({"stage": name, "kind": stats["kind"], "in": stats["in"], "kept": stats["kept"],
                      "tasks": stats["tasks"], "task_seconds": stats["task_seconds"],
+                     "wall_seconds": stats["wall_seconds"],
                      "bytes_written": written})
     return rows
 
@@ -476,15 +477,17 @@ def print_table(rows: list[tuple[str, dict]], gz_mb: dict[str, float], reference
 def print_stages(runs: list[tuple[str, dict]]) -> None:
     """Per stage: the funnel and bytes of the first run, task seconds of every run."""
     first = runs[0][1]
-    print("\nPer stage (task seconds from stats.json: wall time of the tasks; bytes written from "
-          "the manifests; share and pages/task-s of the first run)\n")
+    print("\nPer stage (task seconds from stats.json: wall time of the tasks, summed; wall s: the "
+          "stage's wall time; bytes written from the manifests; share and pages/task-s of the "
+          "first run)\n")
     print("| stage | kind | in | kept | tasks | MB written | share | pages/task-s | "
-          + " | ".join(f"task s, {label}" for label, _ in runs) + " |")
+          + " | ".join(f"task s / wall s, {label}" for label, _ in runs) + " |")
     print("|---" * (8 + len(runs)) + "|")
     total = sum(s["task_seconds"] for s in first["stages"]) or 1.0
     for i, s in enumerate(first["stages"]):
         rate = s["in"] / s["task_seconds"] if s["task_seconds"] else None
-        seconds = " | ".join(f"{r['stages'][i]['task_seconds']:.1f}" for _, r in runs)
+        seconds = " | ".join(f"{r['stages'][i]['task_seconds']:.1f} / {r['stages'][i]['wall_seconds']:.1f}"
+                             for _, r in runs)
         print(f"| {s['stage']} | {s['kind']} | {s['in']:,} | {s['kept']:,} | {s['tasks']} | "
               f"{s['bytes_written'] / 1e6:.1f} | {s['task_seconds'] / total:.0%} | {fmt_rate(rate)} | "
               f"{seconds} |")
