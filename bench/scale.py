@@ -9,12 +9,14 @@
 of `--file-mb` (default 100 MB; smaller when the dump would otherwise have fewer than 8 files,
 so that two workers have work to share). The records come in batches, shuffled within a batch,
 as a crawl mixes hosts:
-- one copy of the web-like site of `demo/site/web.py` per batch, under its own host
+- a copy of the web-like site of `demo/site/web.py` per batch, under its own host
   (`http://siteNNNN.example/`): a random half of the clean articles that bench/ablation.py
   builds (Shakespeare in parts, King James chapters) in site chrome, and the junk a raw
   crawl has around them (print/AMP copies, syndicated near-copies, SEO spam, shop listings,
   forum indexes, word salad, Lorem ipsum, hex dumps, pages in 15 other languages, listings),
-  generated with the batch number as seed, plus robots.txt and an RSS feed (not HTML);
+  generated with the batch number as seed, plus robots.txt and an RSS feed (not HTML).
+  Generating a copy takes seconds, so `SITE_POOL` (8) distinct copies are made and later
+  batches re-host them;
 - real documentation pages that Debian packages ship, about a third of the bytes: the
   CPython 3.11 manual (`python3.11-doc`, 530 pages) and the Linux kernel's (`linux-doc`,
   3,186 pages), under their real URLs the first time round and under mirror hosts after.
