@@ -176,9 +176,11 @@ def build_dump(dump_dir: Path, spec: dict) -> dict:
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    if dump_dir.exists():
-        shutil.rmtree(dump_dir)
-    dump_dir.mkdir(parents=True)
+    if dump_dir.exists() and any(dump_dir.iterdir()):
+        if not index.exists():  # never delete a folder this script did not write
+            raise SystemExit(f"{dump_dir}: not empty and holds no dump.json; pick another --dump-dir")
+        shutil.rmtree(dump_dir)  # an earlier dump with another spec
+    dump_dir.mkdir(parents=True, exist_ok=True)
     target, per_file = spec["gb"] * 1e9, spec["file_mb"] * 1e6
     files, records, html_bytes, total = [], 0, 0, 0
     start = time.perf_counter()
