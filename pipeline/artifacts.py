@@ -8,12 +8,21 @@ document count and byte size, is the only proof that a file is done: a file with
 name but no entry is an orphan of a killed run and is deleted before the task is redone.
 Only the driver writes the manifest; workers write files and return their entries. The
 stage directory is a `Path` or, for a run directory on an object store, a `UPath`.
+
+Reading checks the same promise from the other side: inside a task (`verified_inputs`,
+entered by `pipeline.stage.execute_task`), the first `open_parquet` of an upstream file on
+local disk hashes it and compares with the sha256 its manifest recorded, so a byte flipped
+on disk after the commit stops the task with the file's name (`DamagedInput`) instead of
+silently changing this stage's output. Hashing reads the file once more (about 1 GB/s,
+small beside parsing it). Files on an object store are not re-hashed: the store checks
+its own objects, and the download would double.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextvars import ContextVar
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -206,6 +215,42 @@ class DocShardWriter:
         self.rejected.abort()
 
 
+class DamagedInput(RuntimeError):
+    """An upstream file whose bytes are not those its manifest recorded."""
+
+
+# Inside a task: the manifest sha256 of each input file, and the files already checked.
+_EXPECTED: ContextVar[tuple[dict[str, str], set[str]] | None] = ContextVar(
+    "lmforge_expected_inputs", default=None)
+
+
+@contextmanager
+def verified_inputs(checksums: dict[str, str]) -> Iterator[None]:
+    """Within the block, `open_parquet` checks listed local files against `checksums`."""
+    token = _EXPECTED.set((checksums, set()))
+    try:
+        yield
+    finally:
+        _EXPECTED.reset(token)
+
+
+def verify_input(path: Path | str) -> None:
+    """Raise DamagedInput if `path` is a listed input whose sha256 has changed (checked
+    once per task; a no-op outside `verified_inputs` and for object-store files)."""
+    expected = _EXPECTED.get()
+    key = str(path)
+    if expected is None or key not in expected[0] or key in expected[1] \
+            or not storage.is_local(key):
+        return
+    got = sha256_file(key)
+    if got != expected[0][key]:
+        raise DamagedInput(
+            f"{key}: damaged: its sha256 is {got[:12]}..., its stage's manifest recorded "
+            f"{expected[0][key][:12]}... (the file changed after it was committed); run "
+            "`lmforge verify RUN_DIR --repair`, then run again to rebuild it")
+    expected[1].add(key)
+
+
 def read_doc_shard(path: Path | str, batch_size: int = ROWS_PER_BATCH) -> Iterable[Document]:
     """Stream the documents of one doc shard, one record batch in memory at a time."""
     with open_parquet(path) as parquet:
@@ -216,7 +261,9 @@ def read_doc_shard(path: Path | str, batch_size: int = ROWS_PER_BATCH) -> Iterab
 
 @contextmanager
 def open_parquet(path: Path | str) -> Iterator[pq.ParquetFile]:
-    """A committed Parquet file, on local disk or in the object store, open for reading."""
+    """A committed Parquet file, on local disk or in the object store, open for reading
+    (checked against its manifest sha256 first inside a task: `verified_inputs`)."""
+    verify_input(path)
     with (nullcontext(path) if storage.is_local(path) else storage.open_input(path)) as source:
         parquet = pq.ParquetFile(source)
         try:

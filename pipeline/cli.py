@@ -5,6 +5,7 @@
     lmforge validate CONFIG
     lmforge status RUN_DIR [--json]
     lmforge report RUN_DIR
+    lmforge verify RUN_DIR [--repair]
 
 plus the model's commands, which model/cli.py registers (`train`, `generate`, `export-hf`,
 `import-hf`, `sft`, `dpo`, `chat`, `plan`, `inspect-shards`). Each command is parse ->
@@ -104,7 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from model import cli as model_cli
-    from pipeline import report
+    from pipeline import report, verify
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from "
                                      "scratch, data first: crawl, clean, deduplicate, tokenize, pretrain.")
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     report.register(sub, trainer_log=TRAINER_LOG)
+    verify.register(sub)
     model_cli.register(sub, localize=fetch_listed)
     return parser
 

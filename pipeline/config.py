@@ -26,6 +26,7 @@ describes the rules; '.' in a stage name is reserved for phases.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,13 @@ from pipeline.storage import StorageError, run_location
 
 class ConfigError(ValueError):
     """A config mistake; the message names the file, the stage and the key."""
+
+
+# A stage name is one folder directly in the run directory: letters, digits, '_' and '-'
+# (no '/', no '..', no '.', which marks phases), not starting with '-'. Names the run
+# directory uses for itself are reserved.
+STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
+RESERVED_NAMES = {"report"}
 
 
 class Strict(BaseModel):
@@ -59,7 +67,7 @@ class StageConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # never '.' or '..'
     run_dir: str | None = None
     executor: ExecutorConfig = ExecutorConfig()
     stages: dict[str, StageConfig]
@@ -222,6 +230,10 @@ def config_from_dict(raw: Any, stage_class_for: Callable[[str], type],
         if PHASE_SEPARATOR in name:
             raise ConfigError(f"{where}: a stage name may not contain '{PHASE_SEPARATOR}' "
                               "(it marks the phases of composite stages)")
+        if not STAGE_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            raise ConfigError(f"{where}: a stage name is the name of its folder in the run "
+                              "directory: letters, digits, '_' and '-', not starting with '-'"
+                              + (f"; '{name}' is reserved" if name in RESERVED_NAMES else ""))
         stage_class = _stage_class(where, stage.kind, stage_class_for)
         params = _params(where, stage_class, stage.params)
         for inp in stage.inputs:

@@ -20,11 +20,16 @@ from urllib.parse import quote
 
 from pipeline import storage
 from pipeline.artifacts import MANIFEST, write_json_atomic
+from pipeline.storage import StorageError
 
 log = logging.getLogger("lmforge")
 
 MANIFEST_VERSION = 1
 JOURNAL_PREFIX = "journal."
+
+
+class ManifestError(StorageError):
+    """A manifest.json lmforge cannot trust: not JSON, or not the shape it writes."""
 
 
 class Manifest:
@@ -34,23 +39,36 @@ class Manifest:
 
     @classmethod
     def load(cls, stage_dir: Path) -> Manifest | None:
+        """The stage's manifest with its journal replayed; None when there is none or it is
+        of another manifest version (the stage runs again). A manifest that is not JSON
+        or not of the shape lmforge writes raises ManifestError naming it: the folder may
+        not be lmforge's, so nothing in it is trusted or deleted."""
         path = stage_dir / MANIFEST
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            log.warning("%s: unreadable manifest, the stage will run again", path)
+            data = json.loads(storage.read_text(path))
+        except ValueError as exc:
+            raise ManifestError(f"{path}: not valid JSON ({exc}); lmforge deletes only what it "
+                                f"can prove it wrote: delete {stage_dir} to run the stage again"
+                                ) from None
+        if isinstance(data, dict) and "manifest_version" in data \
+                and data["manifest_version"] != MANIFEST_VERSION:
             return None
-        if data.get("manifest_version") != MANIFEST_VERSION:
-            return None
+        problem = _shape_problem(data)
+        if problem:
+            raise ManifestError(f"{path}: not a manifest lmforge wrote ({problem}); delete "
+                                f"{stage_dir} to run the stage again")
         for journal in _journal_files(stage_dir):
             try:
-                entry = json.loads(storage.read_text(journal))
+                record = json.loads(storage.read_text(journal))
             except ValueError:
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("task"), str)
+                    and not _entry_problem(record.get("entry"))):
                 log.warning("%s: unreadable journal entry, its task will run again", journal)
                 continue
-            data["tasks"][entry["task"]] = entry["entry"]
+            data["tasks"][record["task"]] = record["entry"]
         return cls(stage_dir, data)
 
     @classmethod
@@ -84,6 +102,31 @@ class Manifest:
         """(path, sha256) of every committed file, in the order of `files()`."""
         return sorted((f["path"], f["sha256"]) for t in self.tasks.values() for f in t["files"])
 
+    def drop(self, task_names: set[str]) -> None:
+        """Forget tasks (their files are damaged): the stage is resumed to redo them."""
+        for name in task_names:
+            self.tasks.pop(name, None)
+        self.data["complete"] = False
+        self.save()
+
+    def task_of(self) -> dict[str, str]:
+        """The task that wrote each committed file (path relative to the stage dir)."""
+        return {f["path"]: name for name, t in self.tasks.items() for f in t["files"]}
+
+    def damaged(self) -> list[str]:
+        """Committed files that are missing or not of the size recorded (one listing; no
+        file is read): `relpath: problem` for each."""
+        sizes = storage.file_sizes(self.stage_dir)
+        problems = []
+        for task in self.tasks.values():
+            for f in task["files"]:
+                size = sizes.get(f["path"])
+                if size is None:
+                    problems.append(f"{f['path']}: missing")
+                elif size != f["bytes"]:
+                    problems.append(f"{f['path']}: {size} bytes, the manifest says {f['bytes']}")
+        return sorted(problems)
+
     def record(self, task_name: str, entry: dict[str, Any]) -> None:
         """Add a finished task's entry durably: after this returns, the task is done."""
         self.tasks[task_name] = entry
@@ -95,6 +138,40 @@ class Manifest:
         write_json_atomic(self.stage_dir / MANIFEST, self.data)
         for journal in _journal_files(self.stage_dir):
             storage.remove(journal)
+
+
+_FILE_KEYS = {"path": str, "sha256": str, "docs": int, "bytes": int}
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one task entry, or None."""
+    if not isinstance(entry, dict):
+        return "a task entry is not a mapping"
+    if not isinstance(entry.get("files"), list) or not isinstance(entry.get("counts"), dict):
+        return "a task entry lacks its files list or counts"
+    if any(not isinstance(entry["counts"].get(k), int) for k in ("in", "kept")) or any(
+            not isinstance(entry["counts"].get(k), dict) for k in ("dropped", "errors")):
+        return "a task entry's counts lack in, kept, dropped or errors"
+    for f in entry["files"]:
+        if not isinstance(f, dict) or any(not isinstance(f.get(k), t) for k, t in _FILE_KEYS.items()):
+            return f"file entry {f!r:.80} lacks one of {', '.join(_FILE_KEYS)}"
+        if f["path"].startswith("/") or ".." in f["path"].split("/"):
+            return f"file entry {f['path']!r} is outside the stage directory"
+    return None
+
+
+def _shape_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "the top level is not a mapping"
+    for key, kind in (("stage", str), ("kind", str), ("cache_key", str), ("complete", bool),
+                      ("tasks", dict)):
+        if not isinstance(data.get(key), kind):
+            return f"'{key}' missing or not a {kind.__name__}"
+    for name, entry in data["tasks"].items():
+        problem = _entry_problem(entry)
+        if problem:
+            return f"task '{name}': {problem}"
+    return None
 
 
 def _journal_name(task_name: str) -> str:

@@ -1,17 +1,29 @@
 """Runs a config: stages in DAG order, each skipped, resumed or run from scratch.
 
+A run holds the run directory's lock (pipeline/lock.py) from start to end, so a second
+`lmforge run` on it refuses, naming the first, instead of deleting its temporary files.
+
 For each stage the driver computes its cache key and reads `manifest.json`:
-- same key and `complete`: skipped (nothing is read or written);
+- same key and `complete`: skipped, after one listing checks that every committed file is
+  there with its recorded size; the tasks whose files are missing or resized run again;
 - same key, not complete (a killed run): files not in the manifest and temp files are
   deleted, and only the tasks without a manifest entry run;
 - another key, no manifest, or `--force`: the stage directory is wiped and all tasks run.
 After each task the driver checks the funnel invariant and records the task's files in the
 manifest. When all tasks are in, it checks the error budget, writes `stats.json` and marks
-the manifest complete.
+the manifest complete. Tasks check each input file they open against its manifest sha256
+(pipeline/artifacts.py, `verified_inputs`), so a damaged upstream shard stops the stage
+with its name instead of changing the output.
+
+lmforge deletes only what it can prove it wrote. A stage directory is the run's when it
+holds a `manifest.json` of lmforge's shape (the first file a stage writes, the last one a
+wipe deletes); a folder at a stage's path without one is refused with a message, never
+deleted. The same holds for `run.json` at the top of the run directory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -20,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import storage
-from pipeline.artifacts import STATS, TMP_MARK, write_json_atomic
+from pipeline.artifacts import MANIFEST, STATS, TMP_MARK, write_json_atomic
+from pipeline.lock import RunLock
 from pipeline.manifest import Manifest
 from pipeline.config import Config, ConfigError, LoadedStage
 from pipeline.dag import ancestors, cache_key, descendants
 from pipeline.stage import Counts, Stage, StageInput, Task, TaskResult
 from pipeline.status import RUN_FILE
+from pipeline.storage import StorageError
 
 log = logging.getLogger("lmforge")
 
@@ -97,21 +111,29 @@ def run_config(
     forced = descendants(graph, force or [])
     selected = ancestors(graph, until) if until else set(graph)
     keys = stage_cache_keys(config)
-    write_json_atomic(run_dir / RUN_FILE, {
-        "name": config.name,
-        "config": str(config.path),
-        "stages": list(config.stages),
-        "cache_keys": keys,
-    })
+    with RunLock(run_dir):
+        _check_run_file(run_dir / RUN_FILE)
+        write_json_atomic(run_dir / RUN_FILE, {
+            "name": config.name,
+            "config": str(config.path),
+            "stages": list(config.stages),
+            "cache_keys": keys,
+        })
+        return [_run_stage(config, spec, keys[name], executor, name in forced)
+                for name, spec in config.stages.items() if name in selected]
 
-    outcomes = []
-    for name, spec in config.stages.items():
-        if name not in selected:
-            continue
-        outcomes.append(
-            _run_stage(config, spec, keys[name], executor, name in forced)
-        )
-    return outcomes
+
+def _check_run_file(path: Path) -> None:
+    """Refuse to overwrite a `run.json` that lmforge did not write."""
+    if not path.exists():
+        return
+    try:
+        data = json.loads(storage.read_text(path))
+    except ValueError:
+        data = None
+    if not (isinstance(data, dict) and "cache_keys" in data and "stages" in data):
+        raise StorageError(f"{path}: exists and is not lmforge's run record; lmforge "
+                           "overwrites only what it wrote: move it or choose another run_dir")
 
 
 def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
@@ -120,22 +142,31 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     stage_dir = run_dir / spec.name
     manifest = Manifest.load(stage_dir)
     if manifest and manifest.data["cache_key"] == key and manifest.complete and not forced:
-        log.info("stage %s: up to date, skipped", spec.name)
-        return StageOutcome(spec.name, "skipped", key, _total(manifest))
+        damaged = manifest.damaged()
+        if not damaged:
+            log.info("stage %s: up to date, skipped", spec.name)
+            return StageOutcome(spec.name, "skipped", key, _total(manifest))
+        owners = manifest.task_of()
+        redo = {owners[d.split(": ", 1)[0]] for d in damaged}
+        log.warning("stage %s: committed files damaged (%s); re-running %d task(s): %s",
+                    spec.name, "; ".join(damaged[:5]), len(redo), ", ".join(sorted(redo)[:5]))
+        manifest.drop(redo)
 
+    if manifest is None:
+        _check_owned(stage_dir)
     if manifest is None or manifest.data["cache_key"] != key or forced:
-        storage.remove_tree(stage_dir)
+        _wipe(stage_dir)
         manifest = Manifest.new(stage_dir, spec.name, spec.config.kind,
                                 spec.stage_class.version, key, spec.stage_class.declared())
+        manifest.save()  # the folder's first file: what proves it is the run's
         status = "ran"
     else:
         status = "resumed"
-    if storage.is_local(stage_dir):
-        stage_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(run_dir, spec)
     _remove_uncommitted(stage_dir, manifest, stage.scratch_dirs)
 
     inputs = [stage_input(run_dir, i) for i in spec.inputs]
+    stage.input_checksums = {f: sha for i in inputs for f, sha in zip(i.files, i.sha256)}
     tasks = stage.tasks(inputs)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
@@ -181,6 +212,29 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
         sum(total.errors.values()), wall,
     )
     return StageOutcome(spec.name, status, key, total)
+
+
+def _check_owned(stage_dir: Path) -> None:
+    """Refuse a folder at a stage's path that holds files and no manifest: not ours."""
+    foreign = [p for p in storage.files_under(stage_dir)
+               if not (p.parent == stage_dir and p.name.startswith(MANIFEST + TMP_MARK))]
+    if foreign:
+        shown = ", ".join(p.relative_to(stage_dir).as_posix() for p in foreign[:3])
+        raise StorageError(
+            f"{stage_dir}: exists and holds files lmforge did not write ({shown}"
+            f"{', ...' if len(foreign) > 3 else ''}; no {MANIFEST}); lmforge deletes only what "
+            "it wrote: move them, or choose another run_dir or stage name"
+        )
+
+
+def _wipe(stage_dir: Path) -> None:
+    """Delete a stage directory of this run, its manifest last: a wipe cut short by a kill
+    leaves a folder that is still provably the run's."""
+    marker = stage_dir / MANIFEST
+    storage.remove_files([p for p in storage.files_under(stage_dir)
+                          if p.relative_to(stage_dir).as_posix() != MANIFEST])
+    storage.remove(marker)
+    storage.remove_tree(stage_dir)
 
 
 def _remove_uncommitted(stage_dir: Path, manifest: Manifest, scratch_dirs: tuple[str, ...]) -> None:

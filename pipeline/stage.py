@@ -56,6 +56,7 @@ from pipeline.artifacts import (
     FileEntry,
     read_doc_shard,
     shard_schema,
+    verified_inputs,
 )
 from pipeline.documents import Document, Rejected, score_columns_of
 
@@ -182,6 +183,9 @@ class Stage:
         self.name = name
         self.params = params
         self.stage_dir = stage_dir
+        # The manifest sha256 of every upstream file, set by the runner: tasks check the
+        # files they open against it (pipeline/artifacts.py, `verified_inputs`).
+        self.input_checksums: dict[str, str] = {}
 
     @classmethod
     def declared(cls) -> dict[str, Any]:
@@ -366,6 +370,7 @@ def execute_task(stage: Stage, task: Task) -> TaskResult:
     """The function executors run: module level, so it pickles by reference. It times the
     task, so that no stage has to: `seconds` is the wall time of `run_task`."""
     start = time.perf_counter()
-    result = stage.run_task(task)
+    with verified_inputs(stage.input_checksums):
+        result = stage.run_task(task)
     result.seconds = time.perf_counter() - start
     return result

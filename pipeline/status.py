@@ -6,7 +6,8 @@ JSON schema (stable; `schema_version` changes if it does):
         {"stage": str, "kind": str, "units": str, "state": "complete" | "partial",
          "tasks_done": int, "in": int, "kept": int,
          "dropped": {reason: int}, "errors": {reason: int},
-         "wall_seconds": float | null, "docs_per_second": float | null}, ...]}
+         "wall_seconds": float | null, "docs_per_second": float | null,
+         "damaged": [str]}, ...]}
 
 `units` says what `in`, `kept`, the drops and `docs_per_second` count, as the stage
 class declares it: "documents" by default; "A -> B" when `in` counts A and `kept` counts
@@ -14,6 +15,10 @@ B (`crawl`: "URLs -> pages"; `minhash_buckets`: "band rows -> pairs"; `minhash_c
 "pairs -> documents").
 Version 2 added `units`; in version 1 such rows mixed units silently. Phases of a composite stage are rows of their own,
 named `<stage>.<phase>`.
+
+`damaged` lists committed files that are missing or not of their recorded size (one
+listing per stage, no file read; `lmforge verify` hashes them); a stage with any is
+"partial", and the next `lmforge run` redoes the tasks that wrote them.
 
 Stages are listed in the order of the last run's DAG (`run.json`), else by name.
 Counts come from the manifests, so a partial stage shows what its committed shards hold.
@@ -51,6 +56,7 @@ class StageView:
     docs_per_second: float | None = None
     filters: bool = False  # the kind's declarations (pipeline/stage.py, Stage.declared)
     report_files: dict[str, list[str]] = field(default_factory=dict)
+    damaged: list[str] = field(default_factory=list)  # committed files missing or resized
 
     def paths(self, sub: str, suffix: str = ".parquet") -> list[Path]:
         return [self.directory / f for f in self.files
@@ -94,7 +100,7 @@ def load_stages(run_dir: Path | str) -> list[StageView]:
                                 manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
                                 stats.get("wall_seconds"), stats.get("docs_per_second"),
                                 manifest.data.get("filters", False),
-                                manifest.data.get("report_files", {})))
+                                manifest.data.get("report_files", {}), manifest.damaged()))
     return stages
 
 
@@ -109,7 +115,7 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
             "stage": view.name,
             "kind": view.kind,
             "units": view.units,
-            "state": "complete" if view.complete else "partial",
+            "state": "complete" if view.complete and not view.damaged else "partial",
             "tasks_done": len(view.infos),
             "in": counts["in"],
             "kept": counts["kept"],
@@ -117,6 +123,7 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
             "errors": counts["errors"],
             "wall_seconds": view.wall_seconds,
             "docs_per_second": view.docs_per_second,
+            "damaged": view.damaged,
         })
     return {"schema_version": 2, "run_dir": str(run_dir), "stages": stages}
 
@@ -134,6 +141,8 @@ def format_status(status: dict[str, Any]) -> str:
             f"{s['kept']:>10,} {sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} "
             f"{wall:>8} {rate:>10}"
         )
+        for problem in s.get("damaged", [])[:10]:
+            lines.append(f"{'':<{w}} damaged: {problem}")
         for outcome in ("dropped", "errors"):
             for reason, n in sorted(s[outcome].items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"{'':<{w}} {outcome[:-1] if outcome == 'errors' else 'drop'}: {reason:<40} {n:>10,}")

@@ -152,6 +152,18 @@ def files_under(path: Any) -> list[Any]:
     return [path / key[len(root) + 1:] for key in sorted(path.fs.find(root))]
 
 
+def file_sizes(path: Any) -> dict[str, int]:
+    """Size of every file below folder `path`, by its path relative to it (one listing)."""
+    if is_local(path):
+        root = Path(path)
+        return {p.relative_to(root).as_posix(): p.stat().st_size for p in files_under(root)}
+    root = path.path.rstrip("/")
+    path.fs.invalidate_cache(root)
+    found = path.fs.find(root, detail=True)
+    return {key[len(root) + 1:]: int(info["size"]) for key, info in found.items()
+            if info.get("type", "file") == "file"}
+
+
 def list_files(path: Any) -> list[Any]:
     """The files directly in folder `path` (not below), sorted; [] if it does not exist."""
     if is_local(path):
@@ -164,6 +176,17 @@ def list_files(path: Any) -> list[Any]:
     entries = path.fs.ls(root, detail=True)
     return [path / e["name"].rstrip("/").rsplit("/", 1)[-1]
             for e in sorted(entries, key=lambda e: e["name"]) if e["type"] == "file"]
+
+
+def remove_files(paths: list[Any]) -> None:
+    """Delete files (a batch request on an object store)."""
+    if not paths:
+        return
+    if is_local(paths[0]):
+        for p in paths:
+            Path(p).unlink(missing_ok=True)
+        return
+    paths[0].fs.rm([p.path for p in paths])
 
 
 def remove(path: Any) -> None:
