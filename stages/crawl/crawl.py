@@ -6,6 +6,15 @@ once while each host gets at most `max_per_host` requests in flight, and a reque
 host starts at least `delay_seconds` (or the robots.txt Crawl-delay, up to
 `max_crawl_delay`) after the previous one to that host started and after it finished.
 
+A 429 or 503 answer is retried, at most `max_retries` times per URL (counted in the stage
+info as `retries`): the host's delay is raised to the wait (its `Retry-After`, seconds or
+HTTP-date, or else a backoff of 1, 2, 4 ... x max(1 s, `delay_seconds`)), both capped at
+`max_crawl_delay`, and the host is not contacted again before the wait is over. A retry
+does not count against `max_pages`. Every request (connect, headers and body) ends within
+`request_deadline_seconds` (default 3 x `timeout_seconds`) however slowly the server
+sends, and the loop wakes for each checkpoint while pages are in flight, so checkpoints
+keep their `checkpoint_seconds` schedule.
+
 Every URL the crawler meets is normalized (`stages.crawl.net.normalize_url`) and enters the
 seen-set once; each ends with exactly one outcome, counted in the task's funnel:
 - kept: `fetched` (a 2xx answer of an allowed content type, written to WARC);
@@ -15,15 +24,18 @@ seen-set once; each ends with exactly one outcome, counted in the task's funnel:
   all), `redirect` (a 3xx; its target is queued like a link, at the same depth, and is
   checked again from scratch), `too_many_redirects`, `content_type`, `oversize:body`
   (the body passed `max_bytes_per_page` after decompression; reading stopped there),
-  `http_<status>` (4xx/5xx answers, written to WARC), `bad_url`;
-- errors: `fetch_error:<kind>` (dns, connection, timeout, tls, protocol, content_encoding).
+  `http_<status>` (4xx/5xx answers, written to WARC), `retries_exhausted:http_<status>`
+  (429/503 still after `max_retries` retries; every answer is written to WARC), `bad_url`;
+- errors: `fetch_error:<kind>` (dns, connection, timeout, tls, protocol, content_encoding,
+  deadline: the request passed `request_deadline_seconds`, reading stopped there).
 
 WARC: request and response records (WARC-Target-URI, WARC-Date, WARC-IP-Address, block
 and payload digests) written with warcio, plus one warcinfo record per file, rotated
 every `warc_max_bytes`. Like Common Crawl, the body is stored content-decoded, with the
 original `Content-Encoding`, `Transfer-Encoding` and `Content-Length` headers renamed
 `X-Crawler-*` and a true `Content-Length` added, so any WARC reader sees the real page.
-robots.txt exchanges are archived too.
+robots.txt exchanges are archived too; one cut at its 500 KiB cap carries
+`WARC-Truncated: length`.
 
 Resume: a WARC file is committed (fsync + rename) when it is full, every
 `checkpoint_seconds`, and at the end; right after each commit `frontier.json` is replaced
@@ -40,7 +52,7 @@ the set of outcomes is reproducible against a static site.
 Memory: at most `workers` pages in flight, each read into at most `max_bytes_per_page`
 (decompressed, capped while it streams: see `stages.crawl.net`; an endless chunked body
 stops at the cap) plus the lxml tree its links are read from; a robots.txt chain holds at
-most 6 answers of 2 MB. The frontier lives in memory: about 0.2 KB per distinct URL seen,
+most 6 answers of 500 KiB. The frontier lives in memory: about 0.2 KB per distinct URL seen,
 and about 0.7 KB per URL while `frontier.json` is written; a page adds at most
 `max_links_per_page` distinct links (those past it are counted in the stage info as
 `links_over_cap`), so the frontier holds at most seeds + `max_pages` x
@@ -78,6 +90,7 @@ from stages.crawl.net import (
     host_key,
     normalize_url,
     robots_rules,
+    retry_after_seconds,
     robots_url,
     ROBOTS_MAX_BYTES,
     ROBOTS_MAX_REDIRECTS,
@@ -87,6 +100,15 @@ from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
 FRONTIER = "frontier.json"
 FRONTIER_VERSION = 1
 SOFTWARE = "lmforge-crawl/1"
+RETRY_STATUSES = (429, 503)  # "slow down" and "try later": retried after a wait
+HOUR = 3600.0
+
+
+def _seconds(default: float | None, *, positive: bool = False, highest: float = HOUR) -> Any:
+    """A finite number of seconds, at most `highest`: YAML `.inf` or `.nan` is a config
+    error, not a crawl that waits forever."""
+    lowest = {"gt": 0.0} if positive else {"ge": 0.0}
+    return Field(default=default, le=highest, allow_inf_nan=False, **lowest)
 
 
 class CrawlParams(Params):
@@ -97,25 +119,28 @@ class CrawlParams(Params):
     include: list[str] = []  # regexes: a URL must match one (if any are given)
     exclude: list[str] = []  # regexes: a URL matching one is out of scope
     max_depth: int = Field(default=3, ge=0)
-    max_pages: int = Field(default=1000, ge=1)  # page requests, robots.txt not counted
+    max_pages: int = Field(default=1000, ge=1)  # page requests; robots.txt, retries not counted
     max_bytes_per_page: int = Field(default=5_000_000, ge=1)  # after decompression
     max_links_per_page: int = Field(default=1000, ge=0)  # distinct links taken from one page
     user_agent: str = "lmforge-crawler"  # product token, matched against robots.txt groups
     contact_url: str = Field(pattern=r"^https?://")  # who to reach about the crawler
-    delay_seconds: float = Field(default=1.0, ge=0.0)
+    delay_seconds: float = _seconds(1.0)
     max_per_host: int = Field(default=1, ge=1)
     workers: int = Field(default=4, ge=1)
     respect_crawl_delay: bool = True
-    max_crawl_delay: float = Field(default=30.0, ge=0.0)
+    max_crawl_delay: float = _seconds(30.0)  # also caps a Retry-After wait and the backoff
+    max_retries: int = Field(default=3, ge=0, le=20)  # per URL, for 429 and 503 answers
     max_redirects: int = Field(default=5, ge=0)
     content_types: list[str] = ["text/html", "application/xhtml+xml"]
-    timeout_seconds: float = Field(default=20.0, gt=0.0)
+    timeout_seconds: float = _seconds(20.0, positive=True)  # the connect, and each read
+    # connect + headers + body of one request; None: 3 x timeout_seconds
+    request_deadline_seconds: float | None = _seconds(None, positive=True)
     allow_private: bool = False  # lifts the SSRF guard entirely (demo, tests)
     allowed_networks: list[str] = []  # CIDRs allowed although not global, e.g. an intranet
     follow_nofollow: bool = False
     warc_max_bytes: int = Field(default=100_000_000, ge=1)
     warc_prefix: str = Field(default="crawl", pattern=r"^[A-Za-z0-9_.-]+$")
-    checkpoint_seconds: float = Field(default=60.0, gt=0.0)
+    checkpoint_seconds: float = _seconds(60.0, positive=True, highest=24 * HOUR)
 
     @model_validator(mode="after")
     def _has_seeds(self):
@@ -128,12 +153,19 @@ class CrawlParams(Params):
                 raise ValueError(f"bad regex {pattern!r}: {exc}") from None
         return self
 
+    @property
+    def request_deadline(self) -> float:
+        if self.request_deadline_seconds is not None:
+            return self.request_deadline_seconds
+        return 3 * self.timeout_seconds
+
 
 @dataclass
 class _Host:
     """Politeness state of one `scheme://host:port`."""
 
     queue: deque = field(default_factory=deque)  # (url, depth, hops)
+    retries: deque = field(default_factory=deque)  # (url, depth, hops) after a 429/503; go first
     robots: Any = None  # Protego once known
     robots_status: str | None = None  # None (pending), "ok", "unavailable", or a refusal
     robots_busy: bool = False
@@ -151,6 +183,7 @@ class _Outcome:
     links: list[str] = field(default_factory=list)
     links_over_cap: int = 0  # distinct links past max_links_per_page, never queued
     exchanges: list[Response] = field(default_factory=list)
+    retry_after: float | None = None  # a 429/503: its Retry-After in seconds, if readable
 
 
 class Crawl(Stage):
@@ -199,6 +232,7 @@ class _Crawler:
         self.fetcher = Fetcher(
             AddressPolicy(params.allow_private, tuple(params.allowed_networks)),
             self.user_agent, params.timeout_seconds, params.max_bytes_per_page,
+            params.request_deadline,
         )
         self.include = [re.compile(x) for x in params.include]
         self.exclude = [re.compile(x) for x in params.exclude]
@@ -215,6 +249,8 @@ class _Crawler:
         self.pages_started = 0
         self.robots_fetches = 0
         self.links_over_cap = 0
+        self.retry_counts: dict[str, int] = {}  # url -> retries so far (429/503 answers)
+        self.retries_started = 0
         self.warc = _WarcFile(stage_dir, params.warc_prefix, self.user_agent)
         self.last_commit = time.monotonic()
         self._lock = threading.Lock()
@@ -266,6 +302,7 @@ class _Crawler:
         })
 
     def _commit(self, final: bool = False) -> None:
+        self.last_commit = time.monotonic()
         entry = self.warc.commit()
         if entry is None and not final and not self.pending:
             return
@@ -275,7 +312,6 @@ class _Crawler:
             self._count(key, size)
             self.done.add(url)
         self.pending = []
-        self.last_commit = time.monotonic()
         self._save()
 
     def _count(self, key: str, size: int) -> None:
@@ -298,7 +334,7 @@ class _Crawler:
     def info(self) -> dict[str, Any]:
         return {"pages_requested": self.pages_started, "robots_fetched": self.robots_fetches,
                 "hosts": len(self.hosts), "warc_files": len(self.files),
-                "links_over_cap": self.links_over_cap}
+                "links_over_cap": self.links_over_cap, "retries": self.retries_started}
 
     def close(self) -> None:
         self.warc.abort()
@@ -356,6 +392,9 @@ class _Crawler:
                 wait_for = self._schedule(pool, futures)
                 if not futures and not self._queued():
                     break
+                # Wake for the next checkpoint too: pages may be in flight for a while.
+                checkpoint_in = self.p.checkpoint_seconds - (time.monotonic() - self.last_commit)
+                wait_for = max(0.0, min(checkpoint_in, HOUR if wait_for is None else wait_for))
                 done, _ = wait(list(futures), timeout=wait_for, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: futures[f]):
                     key, job = futures.pop(future)
@@ -364,13 +403,13 @@ class _Crawler:
                     if job == "robots":
                         self._robots_done(host, future.result())
                     else:
-                        self._page_done(future.result())
+                        self._page_done(host, future.result())
                 if self.warc.size >= self.p.warc_max_bytes or \
                         time.monotonic() - self.last_commit >= self.p.checkpoint_seconds:
                     self._commit()
 
     def _queued(self) -> bool:
-        return bool(self.incoming) or any(h.queue for h in self.hosts.values())
+        return bool(self.incoming) or any(h.queue or h.retries for h in self.hosts.values())
 
     def _drain_max_pages(self) -> None:
         for host in self.hosts.values():
@@ -384,13 +423,15 @@ class _Crawler:
         soonest = None
         for key in sorted(self.hosts):
             host = self.hosts[key]
-            while host.queue and len(futures) < self.p.workers:
-                if host.robots_status is None and host.robots_busy:
+            while (host.retries or host.queue) and len(futures) < self.p.workers:
+                # A retry passed robots.txt already (its host's status is "ok").
+                retry = bool(host.retries)
+                if not retry and host.robots_status is None and host.robots_busy:
                     break
-                if host.robots_status not in (None, "ok"):
+                if not retry and host.robots_status not in (None, "ok"):
                     self._settle_without_fetch(host)
                     break
-                if host.robots_status == "ok" and not self._allowed_first(host):
+                if not retry and host.robots_status == "ok" and not self._allowed_first(host):
                     continue
                 if host.active >= self.p.max_per_host:
                     break
@@ -402,6 +443,11 @@ class _Crawler:
                     job = pool.submit(self._fetch_robots, key, host)
                     futures[job] = (key, "robots")
                     self.robots_fetches += 1
+                elif retry:
+                    url, depth, hops = host.retries.popleft()
+                    self.retries_started += 1
+                    job = pool.submit(self._fetch_page, url, depth, hops, host)
+                    futures[job] = (key, "page")
                 elif self.pages_started >= self.p.max_pages:
                     break
                 else:
@@ -446,12 +492,11 @@ class _Crawler:
         exchanges: list[Response] = []
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
             try:
-                r = self.fetcher.fetch(url, max_bytes=ROBOTS_MAX_BYTES * 4)
+                # Past the cap the prefix is parsed (RFC 9309 2.5), never "allow all".
+                r = self.fetcher.fetch(url, max_bytes=ROBOTS_MAX_BYTES, truncate=True)
             except Refused as exc:
                 return f"dropped:{exc.reason}", None, exchanges, str(exc)
-            except TooLarge:
-                return "ok", robots_rules(200, b""), exchanges, None
-            except FetchError as exc:  # unreachable: disallow all
+            except FetchError as exc:  # unreachable (or too slow): disallow all
                 return "dropped:robots_unavailable", robots_rules(None, b""), exchanges, str(exc)
             exchanges.append(r)
             location = r.header("location")
@@ -463,7 +508,7 @@ class _Crawler:
                 continue
             if r.status >= 500:
                 return "dropped:robots_unavailable", None, exchanges, None
-            return "ok", robots_rules(r.status, r.body), exchanges, None
+            return "ok", robots_rules(r.status, r.body, r.truncated), exchanges, None
         # Too many redirects: RFC 9309 treats this as "unavailable" -> allow all.
         return "ok", robots_rules(404, b""), exchanges, None
 
@@ -502,6 +547,9 @@ class _Crawler:
         if 300 <= r.status < 400 and location:
             outcome.reason = "dropped:redirect"
             outcome.links = [location]
+        elif r.status in RETRY_STATUSES:
+            outcome.reason = f"dropped:http_{r.status}"
+            outcome.retry_after = retry_after_seconds(r.header("retry-after"))
         elif 200 <= r.status < 300:
             outcome.kept = True
             links = _links(r.body, url, self.p.follow_nofollow)
@@ -511,11 +559,29 @@ class _Crawler:
             outcome.reason = f"dropped:http_{r.status}"
         return outcome
 
-    def _page_done(self, outcome: _Outcome) -> None:
+    def _slow_down(self, host: _Host, retry_after: float | None, retries_before: int) -> None:
+        """After a 429/503: wait its Retry-After (or back off), and keep the host slower."""
+        if retry_after is None:
+            retry_after = max(1.0, self.p.delay_seconds) * 2 ** retries_before
+        wait_for = min(retry_after, self.p.max_crawl_delay)
+        with self._lock:
+            host.delay = max(host.delay, wait_for)
+            host.next_time = max(host.next_time, time.monotonic() + wait_for)
+
+    def _page_done(self, host: _Host, outcome: _Outcome) -> None:
         for r in outcome.exchanges:
             self.warc.write_exchange(r)
         self.links_over_cap += outcome.links_over_cap
         depth, hops = self.seen[outcome.url]
+        status = outcome.exchanges[0].status if outcome.exchanges else None
+        if status in RETRY_STATUSES:
+            done = self.retry_counts.get(outcome.url, 0)
+            if done < self.p.max_retries:
+                self.retry_counts[outcome.url] = done + 1
+                self._slow_down(host, outcome.retry_after, done)
+                host.retries.append((outcome.url, depth, hops))
+                return
+            outcome.reason = f"dropped:retries_exhausted:http_{status}"
         if outcome.reason == "dropped:redirect":
             for link in outcome.links:
                 self._discover(link, outcome.url, depth, hops + 1)
@@ -623,7 +689,8 @@ class _WarcFile:
                                 protocol=r.http_version)
         response = self._writer.create_warc_record(
             r.url, "response", payload=BytesIO(r.body), http_headers=http,
-            warc_headers_dict={"WARC-Date": date, "WARC-IP-Address": r.address},
+            warc_headers_dict={"WARC-Date": date, "WARC-IP-Address": r.address,
+                               **({"WARC-Truncated": "length"} if r.truncated else {})},
         )
         request_http = StatusAndHeaders(r.request_line, r.request_headers, is_http_request=True)
         request = self._writer.create_warc_record(

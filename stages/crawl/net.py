@@ -13,22 +13,34 @@ Choices that matter:
   again), so DNS rebinding cannot slip a private address in between check and connect.
 - robots.txt follows RFC 9309 section 2.3.1: a 4xx answer means "allow all", a 5xx answer
   or an unreachable host means "disallow all"; the crawler follows up to 5 redirects for it.
-  Rules are parsed by Protego (longest-match precedence, wildcards, `$`).
+  Rules are parsed by Protego (longest-match precedence, wildcards, `$`). A robots.txt is
+  read up to `ROBOTS_MAX_BYTES` (500 KiB, the least RFC 9309 2.5 allows) and a longer one
+  is cut there, at its last whole line, and parsed: the rules in that prefix are obeyed
+  (never "allow all" because the file is big).
 - `Fetcher.fetch` does one request and never follows redirects itself (the crawler queues
   the target so every hop passes scope, robots, politeness and the guard again). It asks
   for gzip/deflate only and inflates with a bounded `zlib` output size, so a gzip bomb
   costs at most `max_bytes` of memory.
+- Time: `timeout` bounds the connect and each socket read, and `deadline` bounds the whole
+  request (connect, headers and body; not the DNS lookup of the guard). A per-read timeout
+  alone never fires on a server that trickles a byte a second, so a timer shuts the
+  request's socket down at the deadline; that wakes the blocked read, and the fetch raises
+  `FetchError("deadline")`. The connection subclass that hands its socket to the timer is
+  the only hook into urllib3.
+- `retry_after_seconds` reads a `Retry-After` header (delay-seconds or an HTTP-date).
 
 Memory of one fetch: the body is read 64 KiB at a time (urllib3 undoes chunked framing;
 its chunk-size lines are capped at 64 KiB, http.client caps header lines and counts) and
 kept up to `max_bytes` after decompression: a declared Content-Length over the cap is
 refused before reading, and a body that grows past it (an endless chunked answer, a
-gzip bomb) raises `TooLarge` at the cap, closing the connection. About 2 x `max_bytes`
-per fetch in flight (the buffer and the body returned).
+gzip bomb) raises `TooLarge` at the cap, closing the connection (or, with `truncate`, the
+prefix up to the cap is returned, marked `truncated`). About 2 x `max_bytes` per fetch in
+flight (the buffer and the body returned), plus one timer thread until it ends.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -36,6 +48,8 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 ALLOWED_SCHEMES = ("http", "https")
@@ -216,19 +230,45 @@ class AddressPolicy:
 # robots.txt
 
 
-def robots_rules(status: int | None, body: bytes):
-    """A Protego parser for a robots.txt answer (status None: unreachable), per RFC 9309."""
+def robots_rules(status: int | None, body: bytes, truncated: bool = False):
+    """A Protego parser for a robots.txt answer (status None: unreachable), per RFC 9309.
+    A body longer than ROBOTS_MAX_BYTES, or `truncated` by the fetch, is parsed up to its
+    last whole line within the cap: a rule cut in half could allow more than it says. One
+    without a whole line in the cap is not a robots.txt that can be read: disallow all."""
     from protego import Protego
 
+    disallow_all = "User-agent: *\nDisallow: /\n"
     if status is None or status >= 500:
-        return Protego.parse("User-agent: *\nDisallow: /\n")
+        return Protego.parse(disallow_all)
     if status >= 400:
         return Protego.parse("")
-    return Protego.parse(body[:ROBOTS_MAX_BYTES].decode("utf-8", "replace"))
+    if truncated or len(body) > ROBOTS_MAX_BYTES:
+        body = body[:ROBOTS_MAX_BYTES]
+        body = body[:max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
+        if not body:
+            return Protego.parse(disallow_all)
+    return Protego.parse(body.decode("utf-8", "replace"))
 
 
 def robots_url(url: str) -> str:
     return f"{host_key(url)}/robots.txt"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (RFC 9110 10.2.3: delay-seconds or an
+    HTTP-date); None when absent or unreadable, 0 for a date in the past."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT; parsedate leaves "-0000" naive
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,6 +290,7 @@ class Response:
     request_headers: list[tuple[str, str]]
     content_encoding: str | None
     started: float  # time.time() when the request was sent
+    truncated: bool = False  # the body is the first `max_bytes` of a longer one
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -261,23 +302,41 @@ class Response:
 
 
 class Fetcher:
-    """GET one URL through the guard, with a body cap; connection pools kept per address."""
+    """GET one URL through the guard, with a body cap and a deadline; connection pools kept
+    per address. `timeout` bounds the connect and each read, `deadline` the whole request
+    (default: 3 x `timeout`)."""
 
-    def __init__(self, policy: AddressPolicy, user_agent: str, timeout: float, max_bytes: int):
+    def __init__(self, policy: AddressPolicy, user_agent: str, timeout: float, max_bytes: int,
+                 deadline: float | None = None):
         self.policy = policy
         self.user_agent = user_agent
         self.timeout = timeout
+        self.deadline = 3 * timeout if deadline is None else deadline
         self.max_bytes = max_bytes
         self._pools: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
     def fetch(self, url: str, accept_types: tuple[str, ...] | None = None,
-              max_bytes: int | None = None) -> Response:
-        """One GET. Raises Refused, FetchError, TooLarge, or `WrongType` via accept_types."""
+              max_bytes: int | None = None, truncate: bool = False) -> Response:
+        """One GET. Raises Refused, FetchError, TooLarge, or `WrongType` via accept_types.
+        With `truncate`, a body past the cap is not an error: its first `max_bytes` come
+        back with `Response.truncated` set."""
+        host, port, address = self.policy.check(url)
+        deadline = _Deadline(self.deadline)
+        _current.deadline = deadline
+        try:
+            return self._request(url, host, port, address, accept_types,
+                                 self.max_bytes if max_bytes is None else max_bytes,
+                                 truncate, deadline)
+        finally:
+            deadline.finish()
+            _current.deadline = None
+
+    def _request(self, url: str, host: str, port: int, address: str,
+                 accept_types: tuple[str, ...] | None, limit: int, truncate: bool,
+                 deadline: _Deadline) -> Response:
         import urllib3
 
-        limit = self.max_bytes if max_bytes is None else max_bytes
-        host, port, address = self.policy.check(url)
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = parts.netloc
@@ -294,8 +353,11 @@ class Fetcher:
                              retries=False, preload_content=False, decode_content=False,
                              assert_same_host=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise FetchError(_transport_kind(exc), f"{url}: {exc}") from None
+            raise deadline.error(url) or FetchError(_transport_kind(exc), f"{url}: {exc}") from None
         complete = False
+        if deadline.expired:  # the headers ended at the shutdown's EOF: cut short
+            r.close()
+            raise deadline.error(url)
         try:
             response = Response(
                 url=url, address=address, status=r.status, reason=r.reason or "",
@@ -310,14 +372,23 @@ class Fetcher:
                     raise WrongType(response.mime or "(none)")
             declared = r.headers.get("content-length")
             if declared and declared.isdigit() and response.content_encoding is None \
-                    and int(declared) > limit:
+                    and int(declared) > limit and not truncate:
                 raise TooLarge(f"{url}: Content-Length {declared} > {limit}")
-            response.body = _read_body(r, response.content_encoding, limit, url)
-            complete = True
+            response.body, response.truncated = _read_body(
+                r, response.content_encoding, limit, url, truncate)
+            # Checked after the read too: a body without Content-Length or chunks ends at
+            # the EOF the shutdown causes, and would pass for complete.
+            deadline.finish()
+            error = deadline.error(url)
+            if error:
+                raise error
+            complete = not response.truncated
             return response
         except urllib3.exceptions.HTTPError as exc:
-            raise FetchError(_transport_kind(exc), f"{url}: {exc}") from None
+            raise deadline.error(url) or FetchError(_transport_kind(exc), f"{url}: {exc}") from None
         finally:
+            # The timer is stopped before the connection can go back to the pool.
+            deadline.finish()
             if complete:
                 r.release_conn()
             else:  # an aborted body leaves the connection mid-stream: never reuse it
@@ -330,7 +401,10 @@ class Fetcher:
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+                # The deadline timer can only shut a socket that exists: it bounds the
+                # connect through the connect timeout.
+                timeout = urllib3.Timeout(connect=min(self.timeout, self.deadline),
+                                          read=self.timeout)
                 if scheme == "https":
                     pool = urllib3.HTTPSConnectionPool(
                         address, port, timeout=timeout, maxsize=4, block=False,
@@ -338,6 +412,7 @@ class Fetcher:
                 else:
                     pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout,
                                                       maxsize=4, block=False)
+                pool.ConnectionCls = _deadline_connection(pool.ConnectionCls)
                 self._pools[key] = pool
             return pool
 
@@ -352,7 +427,84 @@ class WrongType(Exception):
     """A 2xx answer whose content type is not in the allow list."""
 
 
-def _read_body(r, encoding: str | None, limit: int, url: str) -> bytes:
+class _Deadline:
+    """The total time of one request: when it passes, the socket the request uses is shut
+    down, which wakes a read blocked on it. `finish` disarms it for good, so a connection
+    that goes back to the pool is never shut afterwards."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sock = None
+        self._finished = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            if self._sock is not None:
+                _shutdown(self._sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+
+    def error(self, url: str) -> FetchError | None:
+        if not self.expired:
+            return None
+        return FetchError("deadline", f"{url}: not done within the deadline of {self.seconds:g} s")
+
+
+_current = threading.local()  # .deadline: the _Deadline of the fetch on this thread
+
+
+def _shutdown(sock) -> None:
+    try:  # socket.socket's own shutdown: for TLS too, it only ends the TCP stream
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed or never connected
+        pass
+
+
+def _attach_to_deadline(sock) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.attach(sock)
+
+
+@functools.cache
+def _deadline_connection(base: type) -> type:
+    """urllib3's connection class `base`, handing its socket to the deadline of the fetch
+    running on this thread, when it connects and when it is reused for a request."""
+
+    class DeadlineConnection(base):
+        def connect(self):
+            super().connect()
+            _attach_to_deadline(self.sock)
+
+        def request(self, *args, **kwargs):
+            _attach_to_deadline(self.sock)
+            return super().request(*args, **kwargs)
+
+    DeadlineConnection.__name__ = DeadlineConnection.__qualname__ = f"Deadline{base.__name__}"
+    return DeadlineConnection
+
+
+def _read_body(r, encoding: str | None, limit: int, url: str,
+               truncate: bool) -> tuple[bytes, bool]:
+    """The content-decoded body and whether it was cut at `limit` (only with `truncate`;
+    without it, passing the limit raises TooLarge)."""
     if encoding in (None, "identity"):
         inflate = None
     elif encoding in ("gzip", "x-gzip"):
@@ -371,15 +523,19 @@ def _read_body(r, encoding: str | None, limit: int, url: str) -> bytes:
                 out += inflate.decompress(chunk, limit + 1 - len(out))
             except zlib.error as exc:
                 raise FetchError("content_encoding", f"{url}: {exc}") from None
-            if inflate.unconsumed_tail and len(out) > limit:
-                raise TooLarge(f"{url}: body inflates past {limit} bytes")
         if len(out) > limit:
-            raise TooLarge(f"{url}: body larger than {limit} bytes")
+            return _over_limit(out, limit, url, truncate)
     if inflate is not None:
         out += inflate.flush()
         if len(out) > limit:
-            raise TooLarge(f"{url}: body larger than {limit} bytes")
-    return bytes(out)
+            return _over_limit(out, limit, url, truncate)
+    return bytes(out), False
+
+
+def _over_limit(out: bytearray, limit: int, url: str, truncate: bool) -> tuple[bytes, bool]:
+    if not truncate:
+        raise TooLarge(f"{url}: body larger than {limit} bytes (after decoding)")
+    return bytes(out[:limit]), True
 
 
 class _Deflate:
