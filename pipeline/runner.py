@@ -67,6 +67,7 @@ def stage_input(run_dir: Path, name: str) -> StageInput:
         directory=stage_dir,
         files=tuple(str(stage_dir / p) for p in manifest.files()),
         sha256=tuple(sha for _, sha in manifest.checksums()),
+        kept=_total(manifest).kept,
     )
 
 
@@ -167,6 +168,11 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
 
     inputs = [stage_input(run_dir, i) for i in spec.inputs]
     stage.input_checksums = {f: sha for i in inputs for f, sha in zip(i.files, i.sha256)}
+    empty = [i.name for i in inputs if i.kept == 0]
+    if stage.needs_documents and empty:
+        raise StageFailed(f"stage '{spec.name}' ({spec.config.kind}): upstream stage "
+                          f"'{empty[0]}' produced no documents, so there is nothing to train "
+                          f"on; see `lmforge status {run_dir}` for where they were dropped")
     tasks = stage.tasks(inputs)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

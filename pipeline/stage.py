@@ -92,6 +92,7 @@ class StageInput:
     directory: Path
     files: tuple[str, ...]  # absolute paths or URLs, sorted
     sha256: tuple[str, ...] = ()  # the manifest's checksum of each file, in the same order
+    kept: int = 0  # what the stage kept (documents, for a document stage)
 
     @property
     def shards(self) -> list[str]:
@@ -178,6 +179,9 @@ class Stage:
     # Subfolders of the stage directory holding working state that must survive a killed
     # run (training checkpoints, a crawl frontier): never in the manifest, never cleaned.
     scratch_dirs: ClassVar[tuple[str, ...]] = ()
+    # True for kinds that train on their inputs (a tokenizer, a classifier, a model): an
+    # input stage that kept nothing fails the stage, naming that input, before any task.
+    needs_documents: ClassVar[bool] = False
 
     def __init__(self, name: str, params: Params, stage_dir: Path):
         self.name = name

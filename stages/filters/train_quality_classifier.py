@@ -86,6 +86,7 @@ class TrainQualityClassifier(Stage):
     kind = "train_quality_classifier"
     version = 1
     Params = TrainQualityParams
+    needs_documents = True  # an upstream stage that kept nothing fails it
 
     def fingerprint(self) -> Any:
         return fingerprint_files(self.positive_files()) if self.params.positive_paths else None

@@ -108,6 +108,7 @@ class TrainTokenizer(Stage):
     version = 1
     report_files = {"tokenizer_report": (f"tokenizer/{REPORT_FILE}",)}
     Params = TrainTokenizerParams
+    needs_documents = True  # an upstream stage that kept nothing fails it
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         shards = tuple(s for inp in inputs for s in inp.shards)

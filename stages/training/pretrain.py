@@ -69,6 +69,7 @@ class Pretrain(Stage):
     version = 1
     report_files = {"training_log": ("train_log.jsonl", "train/log.jsonl"), "sample": ("sample.txt",)}
     Params = PretrainParams
+    needs_documents = True  # an upstream stage that kept nothing fails it
     scratch_dirs = ("train",)
 
     def fingerprint(self) -> Any:
