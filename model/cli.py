@@ -182,19 +182,44 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _inspect_shards(args: argparse.Namespace) -> int:
-    from model.inspect_shards import inspect_shards
+    from model.inspect_shards import shard_report
+    from model.token_shards import TokenShardError
 
-    print(inspect_shards(args.localize(args.dir), args.tokenizer))
+    report, problems = shard_report(args.localize(args.dir), args.tokenizer)
+    print(report)
+    if problems:  # after the report, so what is wrong is read beside the rest
+        more = f" (and {len(problems) - 1} more shards, listed above)" if len(problems) > 1 else ""
+        raise TokenShardError(problems[0] + more)
     return 0
+
+
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)`` when ``ok`` holds, else an argument error."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+_temperature = _checked(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")  # nan fails both
+_probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def _sampling_options(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float,
                       top_p: float | None) -> None:
+    # Bad values are argument errors (exit 2, the usage line), never a failure mid-sampling.
     p.add_argument("checkpoint", help="checkpoint directory, or a run/checkpoints directory (newest is used)")
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    p.add_argument("--temperature", type=float, default=temperature, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=top_p)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens)
+    p.add_argument("--temperature", type=_temperature, default=temperature, help="0: greedy")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest tokens (k >= 1)")
+    p.add_argument("--top-p", type=_probability, default=top_p,
+                   help="sample among the likeliest tokens holding this much probability, in (0, 1]")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -4,7 +4,10 @@ Directory convention: ``DIR/train-*.bin`` and ``DIR/val-*.bin`` are token shards
 ``model/token_shards.py``) for the training and validation splits, read in sorted file-name
 order; ``DIR/tokenizer.json``, when present, is the tokenizer the ids come from, and its
 sha256 must equal the hash in every shard header. All shards of a directory must agree on
-vocab size and tokenizer hash.
+vocab size and tokenizer hash. A ``ShardDataset`` checks, when it is built, that every token
+id of its shards is below their vocab size (one vectorised pass over each memory-mapped
+shard, ``TokenShard.check_token_ids``), so an id the embedding does not have is an error
+naming the shard before training starts, never a device-side failure or a per-step check.
 
 A training example is a window of ``seq_len + 1`` consecutive tokens (inputs and targets
 shifted by one); windows may cross document boundaries, as in GPT-2/nanoGPT pretraining,
@@ -77,6 +80,8 @@ class ShardDataset:
         if sampling not in SAMPLING:
             raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
         self.shards = [TokenShard(p) for p in shard_paths(directory, split)]
+        for shard in self.shards:
+            shard.check_token_ids()
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.rank, self.world_size = rank, world_size
         self.sampling, self.seed = sampling, seed

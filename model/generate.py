@@ -53,6 +53,9 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temp
     Stops after ``max_new_tokens`` or once every sequence has produced ``eos_id``. Sequences
     that finished early keep receiving ``eos_id``.
     """
+    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise ValueError(f"sampling needs temperature >= 0, top_k >= 1 and top_p in (0, 1]; got "
+                         f"temperature={temperature}, top_k={top_k}, top_p={top_p}")
     model.eval()
     batch, prompt_len = prompt.shape
     if prompt_len >= model.config.max_seq_len:

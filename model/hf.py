@@ -12,7 +12,9 @@ Import accepts the configs that current transformers writes (``rope_parameters``
 ones (top-level ``rope_theta``, ``rope_scaling``), tied or untied embeddings, and weights in
 one safetensors file, a sharded safetensors index, or ``pytorch_model.bin`` (read with
 ``weights_only=True``). What our model cannot represent (rope scaling, biases, another
-activation, a decoupled head_dim) is refused with a message naming the key.
+activation, a decoupled head_dim) is refused with a message naming the key, and so is a
+config.json that is not a JSON object, lacks a key a Llama config has, or holds a shape
+field that is not a positive number (``HFConversionError``: bad input, one line).
 """
 
 from __future__ import annotations
@@ -148,48 +150,87 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, tokenizer: str | Path
     return out
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; HFConversionError naming the file otherwise."""
+    if not path.is_file():
+        raise HFConversionError(f"{path}: no such file (not a Hugging Face model directory?)")
+    try:
+        value = json.loads(path.read_bytes())
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise HFConversionError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise HFConversionError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+_REQUIRED = object()
+
+
+def _positive(cfg: dict[str, Any], key: str, source: Path, kind: type = int, default: Any = _REQUIRED) -> Any:
+    """``cfg[key]`` as a positive int (or float); absent or null gives ``default``, or an
+    error naming the file and the key when it is required."""
+    value = cfg.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise HFConversionError(f"{source}: missing key {key!r}, which a Llama config.json has")
+        return default
+    allowed = (int, float) if kind is float else int
+    if isinstance(value, bool) or not isinstance(value, allowed) or not 0 < value < float("inf"):
+        wanted = "number" if kind is float else "whole number"
+        raise HFConversionError(f"{source}: {key} must be a positive {wanted}, got {value!r}")
+    return kind(value)
+
+
 def _rope_theta(cfg: dict[str, Any], source: Path) -> float:
     """rope_theta from any config generation; refuse rope scaling we do not implement."""
     for key in ("rope_parameters", "rope_scaling"):
         params = cfg.get(key)
         if not params:
             continue
+        if not isinstance(params, dict):
+            raise HFConversionError(f"{source}: {key} must be an object, got {params!r}")
         kind = params.get("rope_type", params.get("type", "default"))
         if kind != "default":
             raise HFConversionError(f"{source}: {key}.rope_type {kind!r} is not supported "
                                     "(only plain RoPE, rope_type 'default')")
         if "rope_theta" in params:
-            return float(params["rope_theta"])
-    return float(cfg.get("rope_theta", 10000.0))
+            return _positive(params, "rope_theta", source, float)
+    return _positive(cfg, "rope_theta", source, float, default=10000.0)
 
 
 def model_config_from_hf(cfg: dict[str, Any], source: Path) -> ModelConfig:
     """Our ``ModelConfig`` for a HF Llama config.json; refuses what it cannot represent."""
-    if cfg.get("model_type") != "llama":
-        raise HFConversionError(f"{source}: model_type {cfg.get('model_type')!r} is not 'llama'")
+    if "model_type" not in cfg:
+        raise HFConversionError(f"{source}: missing key 'model_type' (a Llama config.json has \"llama\")")
+    if cfg["model_type"] != "llama":
+        raise HFConversionError(f"{source}: model_type {cfg['model_type']!r} is not 'llama'")
     activation = cfg.get("hidden_act", "silu")
     if activation != "silu":
         raise HFConversionError(f"{source}: hidden_act {activation!r} is not supported (SwiGLU uses 'silu')")
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key):
             raise HFConversionError(f"{source}: {key} is true; this Llama has no bias terms")
-    dim, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    dim, n_heads = _positive(cfg, "hidden_size", source), _positive(cfg, "num_attention_heads", source)
     if cfg.get("head_dim") not in (None, dim // n_heads):
         raise HFConversionError(f"{source}: head_dim {cfg['head_dim']} differs from hidden_size / "
                                 f"num_attention_heads = {dim // n_heads}; not supported")
-    return ModelConfig(
-        vocab_size=cfg["vocab_size"],
+    fields = dict(
+        vocab_size=_positive(cfg, "vocab_size", source),
         dim=dim,
-        n_layers=cfg["num_hidden_layers"],
+        n_layers=_positive(cfg, "num_hidden_layers", source),
         n_heads=n_heads,
-        n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
-        hidden_dim=cfg["intermediate_size"],
-        max_seq_len=cfg.get("max_position_embeddings", 2048),
+        n_kv_heads=_positive(cfg, "num_key_value_heads", source, default=n_heads),
+        hidden_dim=_positive(cfg, "intermediate_size", source),
+        max_seq_len=_positive(cfg, "max_position_embeddings", source, default=2048),
         rope_theta=_rope_theta(cfg, source),
-        norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        norm_eps=_positive(cfg, "rms_norm_eps", source, float, default=1e-6),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        init_std=cfg.get("initializer_range", 0.02),
+        init_std=_positive(cfg, "initializer_range", source, float, default=0.02),
     )
+    try:
+        return ModelConfig(**fields)
+    except ValueError as e:  # shapes our model cannot take: heads that do not divide, an odd head_dim
+        raise HFConversionError(f"{source}: {e}") from None
 
 
 def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
@@ -197,7 +238,10 @@ def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
         return load_safetensors(hf_dir / "model.safetensors")
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise HFConversionError(f"{index}: missing key 'weight_map' (or it is not an object)")
+        files = sorted(set(weight_map.values()))
         return {k: v for f in files for k, v in load_safetensors(hf_dir / f).items()}
     if (hf_dir / "pytorch_model.bin").is_file():
         return load_torch_weights(hf_dir / "pytorch_model.bin")
@@ -207,7 +251,7 @@ def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
 def load_hf_model(hf_dir: str | Path) -> Transformer:
     """Our ``Transformer`` holding the weights of a Hugging Face Llama directory."""
     hf_dir = Path(hf_dir)
-    config = model_config_from_hf(json.loads((hf_dir / "config.json").read_text()), hf_dir / "config.json")
+    config = model_config_from_hf(read_json_object(hf_dir / "config.json"), hf_dir / "config.json")
     weights = {}
     for name, tensor in _read_hf_weights(hf_dir).items():
         if name.endswith("rotary_emb.inv_freq"):

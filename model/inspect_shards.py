@@ -1,14 +1,20 @@
 """`lmforge inspect-shards DIR`: what a folder of token shards holds, checked on the way.
 
 Opens every `*.bin` token shard under DIR (a tokenize stage directory, its `shards/`, or
-one file) with model/'s reader, which checks the header and the file size against it; a
-bad shard is an error that names the file. Prints:
+one file) with model/'s reader, which checks the header, the file size and the document
+index; a shard it cannot read is an error that names the file. Then every token id is
+compared with the shard's vocab size (one full pass over the tokens, the check the trainer
+makes before training). Prints:
 
-- one line per shard: split, version, token width, tokens, documents, vocab size, tokenizer;
+- one line per shard: split, version, token width, tokens, documents, vocab size, largest
+  token id, tokenizer;
 - totals per split (`train-*`, `val-*`) and document lengths in tokens;
 - a token histogram summary over at most `HISTOGRAM_TOKENS` tokens read evenly from the
   shards (bounded time on a corpus of any size): distinct ids, EOS share, most common ids;
-- the start of the first document, decoded.
+- the start of the first document, decoded;
+- an `ERROR:` line per shard holding ids >= its vocab size (how many, the largest, the
+  first's position and document); `shard_report` returns these problems too, and the
+  command then ends as bad input, after the report.
 
 The tokenizer for decoding is `--tokenizer PATH`, or else a `tokenizer.json` whose sha256
 matches the shards' header: beside the shards (the tokenize stage puts a copy there) or in
@@ -32,6 +38,11 @@ TOP_IDS = 10
 
 def inspect_shards(path: str | Path, tokenizer_path: str | Path | None = None) -> str:
     """The report for the token shards at `path` (a folder or one file), as text."""
+    return shard_report(path, tokenizer_path)[0]
+
+
+def shard_report(path: str | Path, tokenizer_path: str | Path | None = None) -> tuple[str, list[str]]:
+    """(the report, one message per shard whose token ids exceed its vocab size)."""
     from model.token_shards import TokenShard, file_sha256
 
     root = Path(path)
@@ -44,13 +55,17 @@ def inspect_shards(path: str | Path, tokenizer_path: str | Path | None = None) -
     base = root if root.is_dir() else root.parent
 
     lines = [f"token shards: {root} ({len(shards)} files)", ""]
-    header = f"{'shard':<40} {'ver':>3} {'dtype':>6} {'tokens':>14} {'docs':>10} {'vocab':>8}  tokenizer"
+    header = (f"{'shard':<40} {'ver':>3} {'dtype':>6} {'tokens':>14} {'docs':>10} {'vocab':>8} "
+              f"{'max id':>8}  tokenizer")
     lines += [header, "-" * len(header)]
     for shard in shards:
         name = shard.path.relative_to(base).as_posix() if shard.path != root else shard.path.name
         sha = (shard.tokenizer_sha256 or "-")[:12]
+        max_id = shard.scan_token_ids().max_id
+        max_id = "-" if max_id is None else f"{max_id:,}"
         lines.append(f"{name:<40} {shard.version:>3} {shard.dtype.name:>6} {shard.token_count:>14,} "
-                     f"{shard.doc_count:>10,} {shard.vocab_size:>8,}  {sha}")
+                     f"{shard.doc_count:>10,} {shard.vocab_size:>8,} {max_id:>8}  {sha}")
+    problems = [problem for shard in shards if (problem := shard.token_id_problem())]
 
     lines += ["", _splits(shards)]
     vocab_sizes = {s.vocab_size for s in shards}
@@ -61,7 +76,8 @@ def inspect_shards(path: str | Path, tokenizer_path: str | Path | None = None) -
 
     tokenizer = _tokenizer(tokenizer_path, base, hashes, file_sha256)
     lines += ["", _histogram(shards, tokenizer), "", _sample(shards, tokenizer)]
-    return "\n".join(lines)
+    lines += [f"ERROR: {problem}" for problem in problems]
+    return "\n".join(lines), problems
 
 
 def _splits(shards: list[Any]) -> str:
@@ -85,8 +101,7 @@ def _splits(shards: list[Any]) -> str:
 def _histogram(shards: list[Any], tokenizer: Any) -> str:
     total = sum(s.token_count for s in shards)
     vocab = max(s.vocab_size for s in shards)
-    counts = np.zeros(vocab, dtype=np.int64)
-    read = 0
+    pieces, read = [], 0
     for shard in shards:
         share = shard.token_count if total <= HISTOGRAM_TOKENS else shard.token_count * HISTOGRAM_TOKENS // total
         if share == 0:
@@ -95,22 +110,25 @@ def _histogram(shards: list[Any], tokenizer: Any) -> str:
         chunks = max(1, min(64, share // 65_536))
         step = shard.token_count // chunks
         for c in range(chunks):
-            piece = shard.tokens[c * step: c * step + share // chunks]
-            counts += np.bincount(np.asarray(piece), minlength=vocab)[:vocab]
+            piece = np.asarray(shard.tokens[c * step: c * step + share // chunks])
             read += len(piece)
-    scope = "all" if read == total else f"a sample of {read:,} of {total:,}"
+            if shard.scan_token_ids().out_of_range:  # reported apart, as errors
+                piece = piece[piece < shard.vocab_size]
+            pieces.append(piece)
     if read == 0:
         return "token histogram: no tokens"
-    lines = [f"token histogram ({scope} tokens): {int((counts > 0).sum()):,} of {vocab:,} ids seen"]
+    # Counts of the ids present only: an array per vocabulary id could be gigabytes when a
+    # damaged header claims a huge vocab_size.
+    ids, counts = np.unique(np.concatenate(pieces), return_counts=True)
+    scope = "all" if read == total else f"a sample of {read:,} of {total:,}"
+    lines = [f"token histogram ({scope} tokens): {len(ids):,} of {vocab:,} ids seen"]
     eos = tokenizer.token_to_id(EOS) if tokenizer is not None else None
     if eos is not None:
-        lines.append(f"  <|eos|> (id {eos}): {counts[eos] / read:.2%} of tokens")
+        lines.append(f"  <|eos|> (id {eos}): {counts[ids == eos].sum() / read:.2%} of tokens")
     lines.append(f"  top {TOP_IDS} ids:")
-    for token_id in np.argsort(-counts, kind="stable")[:TOP_IDS]:
-        if counts[token_id] == 0:
-            break
-        shown = repr(tokenizer.decode([int(token_id)], skip_special_tokens=False)) if tokenizer else ""
-        lines.append(f"    {int(token_id):>8} {counts[token_id] / read:>8.2%}  {shown}")
+    for i in np.argsort(-counts, kind="stable")[:TOP_IDS]:  # ties: the lower id first
+        shown = repr(tokenizer.decode([int(ids[i])], skip_special_tokens=False)) if tokenizer else ""
+        lines.append(f"    {int(ids[i]):>8} {counts[i] / read:>8.2%}  {shown}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,19 @@ Byte layout (version 1, every integer little-endian)::
 
 Tokens are uint16 when ``vocab_size <= 65536`` (ids 0..65535 fit), else uint32. The file size
 is fully determined by the header, so truncation or a wrong count is detected on open.
+
+Opening a shard checks everything but the token values: the header (magic, version, a
+token width that matches ``vocab_size``, reserved bytes and padding zero), the file size
+it implies, and the whole document index (starts at 0, never decreases, ends at the token
+count, so every document lies inside the file); a failure is a ``TokenShardError`` whose
+message names the file and what is wrong. That costs a read of the index, 8 bytes per
+document. Token ids below ``vocab_size`` are a separate, full pass over the tokens,
+``check_token_ids`` (``scan_token_ids`` for the numbers), which the trainer runs once when
+its data loads and ``lmforge inspect-shards`` reports; the header records no maximum id
+because the pass is what catches a corrupted token. Measured on a 1 GiB uint16 shard of
+524k documents: the index check about 10 ms, the id pass 0.16-0.2 s from the page cache
+(5-6 GiB/s), 0.5-3 s read cold from a VM disk.
+
 Reading one without lmforge, numpy alone::
 
     header = np.memmap(path, dtype="<u8", mode="r", shape=(5,))  # magic, version|width, N, D, vocab
@@ -37,6 +50,7 @@ documents in the same order give a byte-identical file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -161,8 +175,25 @@ class TokenShardWriter:
             self.abort()
 
 
+_INDEX_CHUNK = 1 << 20  # offsets compared per step when an index is checked: bounded memory
+_SCAN_CHUNK = 1 << 24  # tokens per step of the id scan (32 MiB of uint16)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenIdScan:
+    """What one pass over a shard's tokens found."""
+
+    max_id: int | None  # None: the shard has no tokens
+    out_of_range: int  # how many ids are >= the header's vocab_size
+    first_out_of_range: int | None  # token position of the first of them
+
+
 class TokenShard:
-    """A shard opened for reading: header fields, ``tokens`` and ``doc_offsets`` as memmaps."""
+    """A shard opened for reading: header fields, ``tokens`` and ``doc_offsets`` as memmaps.
+
+    Opening checks the header, the file size and the whole document index (see the module
+    docstring); token ids are checked by ``check_token_ids``.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -170,21 +201,32 @@ class TokenShard:
         if size < HEADER_SIZE:
             raise TokenShardError(f"{self.path}: {size} bytes is shorter than the {HEADER_SIZE}-byte header (truncated?)")
         with open(self.path, "rb") as f:
-            magic, version, token_bytes, n_tokens, n_docs, vocab_size, digest = _HEADER.unpack(f.read(_HEADER.size))
+            header = f.read(HEADER_SIZE)
+        magic, version, token_bytes, n_tokens, n_docs, vocab_size, digest = _HEADER.unpack_from(header)
         if magic != MAGIC:
             raise TokenShardError(f"{self.path}: not a token shard (magic {magic!r}, expected {MAGIC!r})")
         if version != VERSION:
             raise TokenShardError(f"{self.path}: token shard version {version}, this reader knows {VERSION}")
         if token_bytes not in _DTYPES:
             raise TokenShardError(f"{self.path}: token width {token_bytes} bytes; expected 2 (uint16) or 4 (uint32)")
+        if not 0 < vocab_size <= 2**32:
+            raise TokenShardError(f"{self.path}: vocab_size {vocab_size} in the header is outside 1..2**32 (corrupted)")
         if _DTYPES[token_bytes] != token_dtype(vocab_size):
             raise TokenShardError(f"{self.path}: {token_bytes}-byte tokens do not match vocab_size {vocab_size}")
+        if any(header[_HEADER.size:]):
+            raise TokenShardError(f"{self.path}: reserved header bytes {_HEADER.size}..{HEADER_SIZE - 1} are not "
+                                  "zero (corrupted)")
         tokens_end = HEADER_SIZE + n_tokens * token_bytes
         offsets_start = tokens_end + _pad8(n_tokens * token_bytes)
         expected = offsets_start + (n_docs + 1) * 8
         if size != expected:
             raise TokenShardError(f"{self.path}: file is {size} bytes but the header ({n_tokens} tokens, "
                                   f"{n_docs} documents) implies {expected} (truncated or corrupted)")
+        with open(self.path, "rb") as f:
+            f.seek(tokens_end)
+            if any(f.read(offsets_start - tokens_end)):
+                raise TokenShardError(f"{self.path}: padding bytes {tokens_end}..{offsets_start - 1} between the "
+                                      "tokens and the document index are not zero (corrupted)")
         self.version = version
         self.dtype = _DTYPES[token_bytes]
         self.token_count = n_tokens
@@ -195,8 +237,59 @@ class TokenShard:
         self.tokens = (np.memmap(self.path, dtype=self.dtype, mode="r", offset=HEADER_SIZE, shape=(n_tokens,))
                        if n_tokens else np.zeros(0, dtype=self.dtype))
         self.doc_offsets = np.memmap(self.path, dtype="<u8", mode="r", offset=offsets_start, shape=(n_docs + 1,))
-        if self.doc_offsets[0] != 0 or self.doc_offsets[-1] != n_tokens:
-            raise TokenShardError(f"{self.path}: document index does not span the {n_tokens} tokens")
+        self._check_index()
+        self._scan: TokenIdScan | None = None
+
+    def _check_index(self) -> None:
+        """Offsets start at 0, never decrease and end at the token count, hence every document
+        lies inside the tokens; checked in chunks, so memory stays bounded on any index."""
+        offsets = self.doc_offsets
+        if offsets[0] != 0:
+            raise TokenShardError(f"{self.path}: document index starts at {int(offsets[0])}, not 0 (corrupted)")
+        if offsets[-1] != self.token_count:
+            raise TokenShardError(f"{self.path}: document index ends at {int(offsets[-1])}, not at the token count "
+                                  f"{self.token_count} (corrupted)")
+        for start in range(0, self.doc_count, _INDEX_CHUNK):
+            chunk = np.asarray(offsets[start:start + _INDEX_CHUNK + 1])  # one shared with the next chunk
+            backwards = np.flatnonzero(chunk[1:] < chunk[:-1])
+            if backwards.size:
+                i = start + int(backwards[0])
+                raise TokenShardError(f"{self.path}: document index runs backwards at document {i} "
+                                      f"(offsets {int(offsets[i])} then {int(offsets[i + 1])}; corrupted)")
+
+    def scan_token_ids(self) -> TokenIdScan:
+        """The largest id and the ids >= ``vocab_size``, from one pass over the tokens in
+        chunks (memory: one chunk); kept, so a second call is free."""
+        if self._scan is None:
+            max_id, out_of_range, first = None, 0, None
+            for start in range(0, self.token_count, _SCAN_CHUNK):
+                chunk = self.tokens[start:start + _SCAN_CHUNK]
+                top = int(chunk.max())
+                max_id = top if max_id is None else max(max_id, top)
+                if top >= self.vocab_size:  # only a bad chunk is searched for where
+                    where = np.flatnonzero(chunk >= self.vocab_size)
+                    out_of_range += where.size
+                    first = start + int(where[0]) if first is None else first
+            self._scan = TokenIdScan(max_id, out_of_range, first)
+        return self._scan
+
+    def token_id_problem(self) -> str | None:
+        """What is wrong with the ids (``scan_token_ids``), naming the file, or None."""
+        scan = self.scan_token_ids()
+        if not scan.out_of_range:
+            return None
+        doc = int(np.searchsorted(self.doc_offsets, scan.first_out_of_range, side="right")) - 1
+        return (f"{self.path}: {scan.out_of_range:,} token ids >= vocab_size {self.vocab_size:,} (largest "
+                f"{scan.max_id:,}; the first at token {scan.first_out_of_range:,}, in document {doc}): "
+                "corrupted, or written with another tokenizer")
+
+    def check_token_ids(self) -> None:
+        """Raise ``TokenShardError`` unless every id is below the header's ``vocab_size``."""
+        if np.iinfo(self.dtype).max < self.vocab_size:
+            return  # every id the width can hold is in the vocabulary
+        problem = self.token_id_problem()
+        if problem:
+            raise TokenShardError(problem)
 
     def __len__(self) -> int:
         return self.token_count

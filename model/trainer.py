@@ -27,7 +27,8 @@ Choices that matter:
   ``log_every`` steps (and at evaluation, checkpoint and the last step) ``read_steps()``
   reads the window's values in one transfer, writes one record per step, and times the
   window as a whole. ``max_bad_steps`` consecutive skipped steps halt training with
-  ``TrainingHalted``, found when the window is read.
+  ``TrainingHalted``, found when the window is read. Data is checked when it loads, not
+  per step: ``ShardDataset`` refuses a shard with an id outside the vocabulary.
 - On CUDA the next batch is copied from pinned memory on a side stream while the current
   step runs (``DeviceBatches``).
 - Logs: one JSON object per step in ``OUT/log.jsonl`` (loss, lr, grad norm, tokens/s and MFU

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 
 import pytest
 import torch
@@ -62,3 +64,71 @@ def test_bad_input_raises_a_bad_input_type_naming_the_file(tmp_path):
         run_cli(["sft", str(tmp_path / "nothing.yaml")])
     with pytest.raises(cli.BAD_INPUT, match="no such file"):
         run_cli(["inspect-shards", str(tmp_path / "nowhere")])
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+@pytest.mark.parametrize("option, value", [
+    ("--top-k", "0"), ("--top-k", "-3"), ("--top-k", "2.5"),
+    ("--top-p", "0"), ("--top-p", "-0.1"), ("--top-p", "1.5"), ("--top-p", "nan"),
+    ("--temperature", "-1"), ("--temperature", "inf"), ("--max-new-tokens", "0"),
+])
+def test_sampling_options_out_of_range_are_argument_errors(command, option, value, capsys):
+    prompt = ["--prompt", "x"] if command == "generate" else []
+    with pytest.raises(SystemExit) as info:
+        parse([command, "ckpt", *prompt, option, value])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f"argument {option}: must be "
+                          + {"--top-k": "a whole number >= 1", "--max-new-tokens": "a whole number >= 1",
+                             "--top-p": "a number in (0, 1]", "--temperature": "a finite number >= 0"}[option]
+                          + f", got '{value}'")
+
+
+def test_sampling_options_at_their_limits_are_accepted():
+    args = parse(["generate", "ckpt", "--prompt", "x", "--top-k", "1", "--top-p", "1", "--temperature", "0",
+                  "--max-new-tokens", "1"])
+    assert (args.top_k, args.top_p, args.temperature, args.max_new_tokens) == (1, 1.0, 0.0, 1)
+    assert (parse(["chat", "ckpt"]).top_p, parse(["generate", "ckpt", "--prompt", "x"]).top_k) == (0.9, None)
+
+
+HF_CONFIG = {"model_type": "llama", "vocab_size": 10, "hidden_size": 16, "intermediate_size": 32,
+             "num_hidden_layers": 1, "num_attention_heads": 2}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", r"config.json: not valid JSON \(Expecting property name"),
+    (b"\xff\xfe\x00garbage", "config.json: not valid JSON"),
+    ("[1, 2]", "config.json: expected a JSON object, got list"),
+    (json.dumps({k: v for k, v in HF_CONFIG.items() if k != "hidden_size"}),
+     "config.json: missing key 'hidden_size'"),
+    (json.dumps({k: v for k, v in HF_CONFIG.items() if k != "model_type"}), "config.json: missing key 'model_type'"),
+    (json.dumps({**HF_CONFIG, "num_hidden_layers": "1"}), "config.json: num_hidden_layers must be a positive whole "
+                                                           "number, got '1'"),
+    (json.dumps({**HF_CONFIG, "rms_norm_eps": -1}), "config.json: rms_norm_eps must be a positive number, got -1"),
+    (json.dumps({**HF_CONFIG, "num_attention_heads": 3}), "config.json: dim 16 is not divisible by n_heads 3"),
+    (json.dumps({**HF_CONFIG, "rope_scaling": "linear"}), "config.json: rope_scaling must be an object"),
+])
+def test_import_hf_refuses_a_bad_config_json_naming_the_file_and_key(tmp_path, capsys, text, message):
+    from pipeline.cli import main
+
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(cli.BAD_INPUT, match=f"^{hf_dir / 'config.json'}: .*") as info:
+        run_cli(["import-hf", str(hf_dir), str(tmp_path / "out")])
+    assert re.search(message, str(info.value)), str(info.value)
+    # Through the console script: exit 2 and one line on stderr, no traceback.
+    assert main(["import-hf", str(hf_dir), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"lmforge: bad input: {info.value}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_hf_without_a_config_json_is_bad_input(tmp_path):
+    with pytest.raises(cli.BAD_INPUT, match=r"nothing/config.json: no such file \(not a Hugging Face model"):
+        run_cli(["import-hf", str(tmp_path / "nothing"), str(tmp_path / "out")])

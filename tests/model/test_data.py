@@ -9,9 +9,16 @@ from tokenizers import Tokenizer
 
 from model.char_text import prepare_char_shards
 from model.data import ShardDataset, describe_shards
-from model.token_shards import TokenShard, file_sha256, write_token_shard
+from model.token_shards import HEADER_SIZE, TokenShard, TokenShardError, file_sha256, write_token_shard
 
-from .conftest import HAMLET, write_shards
+from .conftest import HAMLET, tiny_run_config, write_shards
+
+
+def put_token(path, position: int, token_id: int) -> None:
+    """Overwrite one uint16 token of a shard in place (the file stays well-formed)."""
+    with open(path, "r+b") as f:
+        f.seek(HEADER_SIZE + 2 * position)
+        f.write(np.array([token_id], dtype="<u2").tobytes())
 
 
 def test_targets_are_inputs_shifted_and_windows_come_from_the_shards(tmp_path):
@@ -78,6 +85,28 @@ def test_shards_must_match_their_tokenizer(tmp_path):
     write_token_shard(tmp_path / "val-00000.bin", [[1, 2, 3]], 12, file_sha256(tokenizer))
     with pytest.raises(ValueError, match="val-00000.bin: vocab_size 12"):
         describe_shards(tmp_path)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_shards_with_ids_outside_the_vocabulary_are_refused_when_the_data_loads(tmp_path, split):
+    data = write_shards(tmp_path / "data")  # vocab 97
+    bad = data / f"{split}-00000.bin"
+    put_token(bad, 777, 97)
+    with pytest.raises(TokenShardError, match=rf"^{bad}: 1 token ids >= vocab_size 97 \(largest 97; the first at "
+                                              r"token 777, in document 1\)"):
+        ShardDataset(data, split, seq_len=16, batch_size=2)
+
+
+def test_the_trainer_refuses_shards_with_ids_outside_the_vocabulary_before_training(tmp_path):
+    from model.trainer import Trainer
+
+    data = write_shards(tmp_path / "data")
+    bad = data / "train-00001.bin"
+    put_token(bad, 3, 40_000)
+    with pytest.raises(TokenShardError, match=f"{bad}: 1 token ids >= vocab_size 97 .*largest 40,000"):
+        Trainer(tiny_run_config(tmp_path / "run", data))
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
 def test_char_shards_split_the_text_and_decode_back(tmp_path):

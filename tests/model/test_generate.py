@@ -35,3 +35,11 @@ def test_stream_text_yields_an_unfinished_character_at_the_end(chat_tokenizer):
     pieces = list(stream_text(chat_tokenizer, ids[:-1]))  # the check mark cut in the middle
     assert "".join(pieces) == chat_tokenizer.decode(ids[:-1])
     assert pieces[-1].endswith("\ufffd")
+
+
+@pytest.mark.parametrize("options", [dict(top_k=0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5),
+                                     dict(temperature=-0.5)])
+def test_sampling_settings_out_of_range_are_refused_before_any_step(base_checkpoint, options):
+    model = load_model(base_checkpoint)
+    with pytest.raises(ValueError, match="sampling needs temperature >= 0, top_k >= 1 and top_p in"):
+        next(generate(model, torch.tensor([[5, 6]]), 4, **options))
