@@ -168,6 +168,7 @@ class _Host:
     retries: deque = field(default_factory=deque)  # (url, depth, hops) after a 429/503; go first
     robots: Any = None  # Protego once known
     robots_status: str | None = None  # None (pending), "ok", "unavailable", or a refusal
+    robots_detail: str | None = None  # why robots.txt could not be had (the fetch error)
     robots_busy: bool = False
     next_time: float = 0.0
     active: int = 0
@@ -204,6 +205,13 @@ class Crawl(Stage):
             crawler.run()
         finally:
             crawler.close()
+        if crawler.counts.kept == 0 and crawler.seed_outcomes \
+                and len(crawler.seed_outcomes) == len(crawler.seed_urls()):
+            failed = "; ".join(f"{u} ({why})" for u, why in sorted(crawler.seed_outcomes.items())[:5])
+            raise CrawlFailed(
+                f"no page could be crawled: every seed failed: {failed}. "
+                "Is the site up and reachable from here? (configs/demo.yaml needs the demo "
+                "site: `make demo` serves it while it runs)")
         return TaskResult(files=crawler.files, counts=crawler.counts,
                           first_errors=crawler.first_errors, info=crawler.info())
 
@@ -219,6 +227,13 @@ class Crawl(Stage):
                 ) from None
             seeds += [s.split("#")[0].strip() for s in lines if s.split("#")[0].strip()]
         return seeds
+
+
+class CrawlFailed(RuntimeError):
+    """Every seed was lost to a transport error (connection refused, DNS, TLS, timeout,
+    on the page or its robots.txt) and nothing was fetched: later stages would run on
+    nothing with misleading errors. (A site that answers, even with 5xx or disallow-all
+    rules, is a crawl result, counted as usual.)"""
 
 
 class _Crawler:
@@ -251,6 +266,7 @@ class _Crawler:
         self.links_over_cap = 0
         self.retry_counts: dict[str, int] = {}  # url -> retries so far (429/503 answers)
         self.retries_started = 0
+        self.seed_outcomes: dict[str, str] = {}  # seed -> the transport error that lost it
         self.warc = _WarcFile(stage_dir, params.warc_prefix, self.user_agent)
         self.last_commit = time.monotonic()
         self._lock = threading.Lock()
@@ -328,8 +344,14 @@ class _Crawler:
 
     def _finish(self, url: str, key: str, detail: str | None = None, size: int = 0) -> None:
         self.pending.append((url, key, size))
+        unreachable = key.startswith("error:fetch_error:") or key == "dropped:robots_unavailable"
+        if detail and unreachable and self.seen.get(url, (1, 0)) == (0, 0):
+            self.seed_outcomes[url] = f"{key.partition(':')[2]}: {detail}"
         if detail and key.startswith("error:") and len(self.first_errors) < 5:
             self.first_errors.append(f"{url}: {detail}")
+
+    def seed_urls(self) -> list[str]:
+        return [u for u, (depth, hops) in self.seen.items() if depth == 0 and hops == 0]
 
     def info(self) -> dict[str, Any]:
         return {"pages_requested": self.pages_started, "robots_fetched": self.robots_fetches,
@@ -472,7 +494,7 @@ class _Crawler:
         key = host.robots_status
         while host.queue:
             url, _, _ = host.queue.popleft()
-            self._finish(url, key)
+            self._finish(url, key, host.robots_detail)
 
     # --- jobs (worker threads: they touch no crawler state but their host's timing) -------
 
@@ -513,9 +535,10 @@ class _Crawler:
         return "ok", robots_rules(404, b""), exchanges, None
 
     def _robots_done(self, host: _Host, result: tuple) -> None:
-        status, rules, exchanges, _ = result
+        status, rules, exchanges, detail = result
         host.robots_busy = False
         host.robots_status = status
+        host.robots_detail = detail
         host.robots = rules
         for r in exchanges:
             self.warc.write_exchange(r)
