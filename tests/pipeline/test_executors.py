@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,3 +110,46 @@ def test_existing_scheduler_by_address(tmp_path):
         pipeline.run(config_for(tmp_path, tmp_path / "remote", corpus),
                      executor="dask", scheduler=cluster.scheduler_address)
     assert outputs(tmp_path / "local") == outputs(tmp_path / "remote")
+
+
+UNIMPORTABLE_ON_WORKERS = '''
+import os
+import re
+
+from pipeline.stage import DocStage, Params
+
+if os.getpid() != int(os.environ["LMFORGE_TEST_DRIVER_PID"]):
+    raise ImportError("lmforge_test_unimportable: only the driver can import this")
+
+
+class KeepParams(Params):
+    pass
+
+
+class Keep(DocStage):
+    kind = "keep"
+    Params = KeepParams
+
+    def apply(self, doc):
+        return doc
+'''
+
+
+def test_stage_module_a_worker_cannot_import_fails_the_stage_in_seconds(tmp_path, monkeypatch):
+    # Before, unpickling the task failed in the worker's connection handler: no error ever
+    # reached the scheduler and the run hung (issue 13).
+    (tmp_path / "lmforge_test_unimportable.py").write_text(UNIMPORTABLE_ON_WORKERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LMFORGE_TEST_DRIVER_PID", str(os.getpid()))
+    monkeypatch.setitem(STAGE_KINDS, "keep", "lmforge_test_unimportable:Keep")
+    corpus = write_corpus(tmp_path / "corpus", files=2, docs_per_file=5)
+    config = config_for(tmp_path, tmp_path / "run", corpus)
+    config["stages"]["keep"] = {"kind": "keep", "inputs": ["clean"]}
+    start = time.monotonic()
+    with pytest.raises(ImportError, match="only the driver can import this") as info:
+        pipeline.run(config, executor="dask", workers=1)
+    assert time.monotonic() - start < 60
+    [note] = info.value.__notes__
+    assert re.fullmatch(r"stage 'keep', task '\S+' \(on a dask worker, 3 tries\)", note), note
+    manifest = json.loads((tmp_path / "run" / "clean" / "manifest.json").read_text())
+    assert manifest["complete"]  # the stages before it ran on the same workers
