@@ -167,21 +167,24 @@ def _mb(n: int) -> str:
 
 def funnel_section(stages: list[StageView], plots: PlotWriter) -> Section:
     section = Section("funnel", "Funnel", "Documents and bytes through each stage; drops and "
-                      "errors by reason. Where `units` is not documents, `in` and `kept` count "
+                      "errors by reason; what a sampling stage (a tokenizer's training sample) did not use is "
+                      "set aside, not dropped: it flows on downstream. Where `units` is not documents, `in` and `kept` count "
                       "what the stage declares (URLs, band rows, pairs).")
     rows = []
     for s in stages:
         c = s.counts
         rows.append([s.name, s.kind, s.units, "complete" if s.complete else "partial", f"{c.n_in:,}",
-                     f"{c.kept:,}", f"{sum(c.dropped.values()):,}", f"{sum(c.errors.values()):,}",
+                     f"{c.kept:,}", f"{sum(s.dropped.values()):,}", f"{sum(s.set_aside.values()):,}",
+                     f"{sum(c.errors.values()):,}",
                      _mb(c.bytes_in), _mb(c.bytes_out),
                      f"{s.wall_seconds:.2f}" if s.wall_seconds is not None else "-"])
     section.tables.append({"caption": "Stages", "header": [
-        "stage", "kind", "units", "state", "in", "kept", "dropped", "errors", "MB in", "MB kept",
-        "wall s"],
+        "stage", "kind", "units", "state", "in", "kept", "dropped", "set aside", "errors", "MB in",
+        "MB kept", "wall s"],
         "rows": rows})
     reasons = [[s.name, outcome, reason, f"{n:,}", f"{n / s.counts.n_in:.1%}" if s.counts.n_in else "-"]
-               for s in stages for outcome, counter in (("dropped", s.counts.dropped), ("error", s.counts.errors))
+               for s in stages for outcome, counter in (("dropped", s.dropped), ("set aside", s.set_aside),
+                                                        ("error", s.counts.errors))
                for reason, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
     if reasons:
         section.tables.append({"caption": "Drops and errors by reason",
@@ -206,7 +209,7 @@ def funnel_section(stages: list[StageView], plots: PlotWriter) -> Section:
         bytes_ax.set_title("bytes per stage")
         section.plots.append(plots.save(fig, "funnel", "documents and bytes in and kept per stage"))
     drops = [(f"{s.name}: {reason}", n) for s in stages
-             for reason, n in (s.counts.dropped + s.counts.errors).items()]
+             for reason, n in (s.dropped + s.counts.errors).items()]  # filtering, not sampling
     if drops:
         drops.sort(key=lambda d: -d[1])
         drops = drops[:30]

@@ -170,6 +170,10 @@ class Stage:
     # and `kept` counts B (minhash_buckets: "band rows -> pairs").
     units: ClassVar[str] = "documents"
     filters: ClassVar[bool] = False  # True for a FilterStage
+    # True when what the stage does not keep is set aside, not dropped from the corpus (a
+    # tokenizer's training sample: the rest flows on downstream untouched). Its `dropped`
+    # reasons are shown as "set aside" by status and report, apart from filtering.
+    samples: ClassVar[bool] = False
     # Files `lmforge report` can show, by the format the report knows them as, each a list
     # of paths in the stage directory (the first the manifest lists wins, else the first
     # that exists, e.g. a running stage's scratch copy): "tokenizer_report" (JSON: heldout,
@@ -194,7 +198,7 @@ class Stage:
     @classmethod
     def declared(cls) -> dict[str, Any]:
         """What the manifest records of this kind, for `lmforge status` and `report`."""
-        return {"units": cls.units, "filters": cls.filters,
+        return {"units": cls.units, "filters": cls.filters, "samples": cls.samples,
                 "report_files": {k: list(v) for k, v in cls.report_files.items()}}
 
     def fingerprint(self) -> Any:

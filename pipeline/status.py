@@ -2,10 +2,10 @@
 
 JSON schema (stable; `schema_version` changes if it does):
 
-    {"schema_version": 2, "run_dir": str, "stages": [
+    {"schema_version": 3, "run_dir": str, "stages": [
         {"stage": str, "kind": str, "units": str, "state": "complete" | "partial",
          "tasks_done": int, "in": int, "kept": int,
-         "dropped": {reason: int}, "errors": {reason: int},
+         "dropped": {reason: int}, "set_aside": {reason: int}, "errors": {reason: int},
          "wall_seconds": float | null, "docs_per_second": float | null,
          "damaged": [str]}, ...]}
 
@@ -13,7 +13,10 @@ JSON schema (stable; `schema_version` changes if it does):
 class declares it: "documents" by default; "A -> B" when `in` counts A and `kept` counts
 B (`crawl`: "URLs -> pages"; `minhash_buckets`: "band rows -> pairs"; `minhash_clusters`:
 "pairs -> documents").
-Version 2 added `units`; in version 1 such rows mixed units silently. Phases of a composite stage are rows of their own,
+Version 2 added `units`; in version 1 such rows mixed units silently. Version 3 added
+`set_aside`: what a sampling stage (`train_tokenizer`: its held-out text and the documents
+it did not sample) did not use, which flows on downstream; it was counted as dropped
+before. `in == kept + dropped + set_aside + errors`. Phases of a composite stage are rows of their own,
 named `<stage>.<phase>`.
 
 `damaged` lists committed files that are missing or not of their recorded size (one
@@ -27,6 +30,7 @@ Counts come from the manifests, so a partial stage shows what its committed shar
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,17 @@ class StageView:
     filters: bool = False  # the kind's declarations (pipeline/stage.py, Stage.declared)
     report_files: dict[str, list[str]] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)  # committed files missing or resized
+    samples: bool = False  # its `dropped` reasons are set aside, not filtered (Stage.samples)
+
+    @property
+    def dropped(self) -> Counter:
+        """Documents removed from the corpus, by reason (none for a sampling stage)."""
+        return Counter() if self.samples else self.counts.dropped
+
+    @property
+    def set_aside(self) -> Counter:
+        """Documents a sampling stage did not use (they flow on downstream), by reason."""
+        return self.counts.dropped if self.samples else Counter()
 
     def paths(self, sub: str, suffix: str = ".parquet") -> list[Path]:
         return [self.directory / f for f in self.files
@@ -100,7 +115,8 @@ def load_stages(run_dir: Path | str) -> list[StageView]:
                                 manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
                                 stats.get("wall_seconds"), stats.get("docs_per_second"),
                                 manifest.data.get("filters", False),
-                                manifest.data.get("report_files", {}), manifest.damaged()))
+                                manifest.data.get("report_files", {}), manifest.damaged(),
+                                manifest.data.get("samples", False)))
     return stages
 
 
@@ -119,13 +135,14 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
             "tasks_done": len(view.infos),
             "in": counts["in"],
             "kept": counts["kept"],
-            "dropped": counts["dropped"],
+            "dropped": dict(sorted(view.dropped.items())),
+            "set_aside": dict(sorted(view.set_aside.items())),
             "errors": counts["errors"],
             "wall_seconds": view.wall_seconds,
             "docs_per_second": view.docs_per_second,
             "damaged": view.damaged,
         })
-    return {"schema_version": 2, "run_dir": str(run_dir), "stages": stages}
+    return {"schema_version": 3, "run_dir": str(run_dir), "stages": stages}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -143,7 +160,7 @@ def format_status(status: dict[str, Any]) -> str:
         )
         for problem in s.get("damaged", [])[:10]:
             lines.append(f"{'':<{w}} damaged: {problem}")
-        for outcome in ("dropped", "errors"):
-            for reason, n in sorted(s[outcome].items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"{'':<{w}} {outcome[:-1] if outcome == 'errors' else 'drop'}: {reason:<40} {n:>10,}")
+        for outcome, label in (("dropped", "drop"), ("set_aside", "set aside"), ("errors", "error")):
+            for reason, n in sorted(s.get(outcome, {}).items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"{'':<{w}} {label}: {reason:<40} {n:>10,}")
     return "\n".join(lines)

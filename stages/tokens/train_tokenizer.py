@@ -109,6 +109,8 @@ class TrainTokenizer(Stage):
     report_files = {"tokenizer_report": (f"tokenizer/{REPORT_FILE}",)}
     Params = TrainTokenizerParams
     needs_documents = True  # an upstream stage that kept nothing fails it
+    units = "documents -> trained on"
+    samples = True  # held out and not sampled are set aside, not dropped from the corpus
 
     def tasks(self, inputs: list[StageInput]) -> list[Task]:
         shards = tuple(s for inp in inputs for s in inp.shards)

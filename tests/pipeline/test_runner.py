@@ -175,7 +175,7 @@ def test_status_table_and_json(tmp_path, capsys):
     pipeline.run(two_stage(tmp_path))
     assert main(["status", str(tmp_path / "run"), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["schema_version"] == 2
+    assert status["schema_version"] == 3
     clean = status["stages"][1]
     assert [s["stage"] for s in status["stages"]] == ["ingest", "clean"]
     assert clean["in"] == 200 and clean["kept"] + clean["dropped"]["filter:min_words"] == 200

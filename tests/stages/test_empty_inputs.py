@@ -74,6 +74,13 @@ def test_document_stages_complete_with_zero_documents(tmp_path):
         assert outcomes[name].counts.n_in == (name == "pages"), name  # pages: the warcinfo
     status = pipeline.cli.run_status(tmp_path / "run")["stages"]
     assert all(s["state"] == "complete" for s in status)
+    # issue 19, item 5: the tokenizer's held-out sample is set aside, not dropped
+    tokenizer = next(s for s in status if s["stage"] == "tokenizer")
+    assert tokenizer["units"] == "documents -> trained on"
+    assert tokenizer["dropped"] == {} and tokenizer["set_aside"]["tokenizer:heldout"] > 0
+    assert tokenizer["in"] == 40 == tokenizer["kept"] + sum(tokenizer["set_aside"].values())
+    table = pipeline.cli.format_status(pipeline.cli.run_status(tmp_path / "run"))
+    assert "set aside: tokenizer:heldout" in table and "drop: tokenizer" not in table
 
 
 @pytest.mark.parametrize("kind, params, upstream", [
