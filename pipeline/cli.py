@@ -7,6 +7,8 @@
     lmforge status RUN_DIR [--json]
     lmforge report RUN_DIR
     lmforge verify RUN_DIR [--repair]
+    lmforge init DIR --from warc:PATH|jsonl:PATH|parquet:PATH|crawl:URL
+    lmforge stages [KIND] / lmforge schema
 
 plus the model's commands, which model/cli.py registers (`train`, `generate`, `export-hf`,
 `import-hf`, `sft`, `dpo`, `chat`, `plan`, `inspect-shards`). Each command is parse ->
@@ -204,7 +206,8 @@ def positive(kind: type) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     from model import cli as model_cli
-    from pipeline import report, verify
+    from pipeline import describe, report, verify
+    from stages import STAGE_KINDS, recipes
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from "
                                      "scratch, data first: crawl, clean, deduplicate, tokenize, pretrain.")
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report.register(sub, trainer_log=TRAINER_LOG)
     verify.register(sub)
+    describe.register(sub, STAGE_KINDS, stage_class_for)  # lmforge stages [KIND], lmforge schema
+    recipes.register(sub)  # lmforge init
     model_cli.register(sub, localize=fetch_listed)
     return parser
 
