@@ -15,18 +15,23 @@ Every record is counted once (`in` = records + damaged spans):
   `not_html`, `empty_payload`, `oversize:record`, `oversize:decoded_body`, `arc_header`;
 - errors: `undecodable` (no charset decodes the page), `content_encoding`,
   `malformed_http`, `malformed_record` (bad header block), `garbage` (bytes between
-  records), `truncated_record`, `corrupt_gzip`, `truncated_gzip`.
+  records), `truncated_record`, `corrupt:gz`, `truncated:gz` (the reasons `ingest` gives a
+  damaged .gz), `unreadable_file`, `empty_file`, `not_a_regular_file` (a FIFO, socket or device a glob
+  matched: never opened, it could block forever; one error, as for `ingest`).
 
 The reader is our own and reads damaged files to the end: gzip members are inflated one
 after another with zlib (a corrupt member: skip to the next gzip header; a file that is a
 single gzip stream rather than one member per record, as warcio refuses, reads fine), and
 record framing resynchronizes on the next `WARC/1.x` line after garbage or a bad header.
-A truncated last member is reported as `truncated_gzip`, never taken as a clean end.
+A truncated last member is reported as `truncated:gz`, never taken as a clean end. Only
+gzip is inflated: a .warc.zst/.bz2/.xz is read as it is stored, which is `garbage`.
+A file name that is not UTF-8 is read under its name with those bytes escaped.
 
 Charset: the HTTP header, then a `<meta>` declaration in the first 4 KiB, then
 detection with charset-normalizer; a page that decodes under none without replacement
 characters (more than 1% of them) is `undecodable`. Labels map as browsers do
-(iso-8859-1 and ascii read as windows-1252).
+(iso-8859-1 and ascii read as windows-1252); a label naming a Python codec that is no web
+charset (base64, idna, unicode_escape, utf-7, ...) is ignored, as browsers ignore it.
 
 Size caps, enforced while the bytes stream (nothing is decoded whole and measured after):
 - `max_record_bytes` (default 20 MB): a record block as stored, after the file's own gzip.
@@ -65,6 +70,7 @@ from pydantic import Field
 from pipeline.documents import Document, Rejected
 from pipeline.inputs import expand_paths, fingerprint_files
 from pipeline.stage import DocStage, Params, StageInput, Task
+from stages.ingest.files import not_a_regular_file, printable
 
 BLOCK = 1 << 20
 MAX_HEADER_BYTES = 64 * 1024
@@ -80,6 +86,10 @@ CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp125
                    "us-ascii": "cp1252", "ascii": "cp1252", "iso8859-1": "cp1252",
                    "x-sjis": "shift_jis", "shift-jis": "shift_jis", "gb2312": "gb18030",
                    "gbk": "gb18030", "x-user-defined": "cp1252"}
+# Python codecs that are no web charset (bytes -> bytes transforms such as base64 are
+# refused by `_codec` too): they decode, but into what no browser shows, or lone surrogates.
+NOT_WEB_CHARSETS = {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape",
+                    "utf-7"}
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _ARC_HEADER = re.compile(rb"^(\S+) (\S+) (\d{8,}) (\S*) (\d+)(?: .*)?$")
 
@@ -103,7 +113,8 @@ class IngestWarc(DocStage):
 
     def files(self, inputs: list[StageInput] = ()) -> list[tuple[str, str]]:
         """(url, source) for every input file; source is what document ids start with."""
-        found = (expand_paths(self.params.paths, f"stage '{self.name}': params.paths")
+        found = ([(url, printable(source)) for url, source in
+                  expand_paths(self.params.paths, f"stage '{self.name}': params.paths")]
                  if self.params.paths else [])
         for inp in inputs:
             found += [(f, f"{inp.name}/{Path(f).name}") for f in inp.files
@@ -128,16 +139,26 @@ class IngestWarc(DocStage):
 
     def read(self, task: Task) -> Iterator[Document | Rejected]:
         url, source = task.inputs[0], task.get("source")
+        irregular = not_a_regular_file(url)
+        if irregular:
+            doc = Document(id=f"{source}#file", text="", source=source)
+            yield Rejected(doc, "not_a_regular_file", error=f"{irregular}: not read")
+            return
+        count = 0
         try:
             p = self.params
             with fsspec.open(url, "rb") as f:
                 records = read_records(f, p.max_record_bytes, p.rejected_prefix_bytes)
-                for index, item in enumerate(records):
-                    yield to_document(item, source, index, p.max_body_bytes,
+                for count, item in enumerate(records, start=1):
+                    yield to_document(item, source, count - 1, p.max_body_bytes,
                                       p.rejected_prefix_bytes)
         except OSError as exc:
             doc = Document(id=f"{source}#file", text="", source=source)
-            yield Rejected(doc, "unreadable_file", error=f"{url}: {exc}")
+            yield Rejected(doc, "unreadable_file", error=printable(f"{url}: {exc}"))
+            return
+        if count == 0:  # every input file shows in the funnel, as for `ingest`
+            doc = Document(id=f"{source}#file", text="", source=source)
+            yield Rejected(doc, "empty_file", error="no records in file")
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,7 +167,7 @@ class IngestWarc(DocStage):
 
 @dataclass
 class _Break:
-    reason: str  # corrupt_gzip / truncated_gzip
+    reason: str  # corrupt:gz / truncated:gz
     detail: str
 
 
@@ -158,6 +179,7 @@ def _chunks(f) -> Iterator[bytes | _Break]:
             head = f.read(BLOCK)
         return
     buf, member, produced = head, zlib.decompressobj(31), False
+    started = False  # the member has been fed bytes: the file must not end inside it
     broken = False  # one break per damaged stretch, however many resyncs it takes
     while True:
         if not buf:
@@ -167,26 +189,28 @@ def _chunks(f) -> Iterator[bytes | _Break]:
                 if rest:  # output the last bounded call held back
                     yield rest
                 break
+        started = True
         try:
             # max_length: one call never inflates more than BLOCK, however dense the input
             # (a 1 MiB gzip member can hold 1 GiB of zeros).
             out = member.decompress(buf, BLOCK)
         except zlib.error as exc:
             if not broken:
-                yield _Break("corrupt_gzip", f"bad gzip data: {exc}")
+                yield _Break("corrupt:gz", f"bad gzip data: {exc}")
             broken = True
             buf = _next_gzip_header(f, buf[1:])
-            member, produced = zlib.decompressobj(31), False
+            member, produced, started = zlib.decompressobj(31), False, False
             continue
         if out:
             produced, broken = True, False
             yield out
         if member.eof:
             buf, member, produced = member.unused_data, zlib.decompressobj(31), False
+            started = False
         else:
             buf = member.unconsumed_tail
-    if produced and not member.eof:
-        yield _Break("truncated_gzip", "the file ends inside a gzip member")
+    if started and not member.eof:
+        yield _Break("truncated:gz", "the file ends inside a gzip member")
 
 
 def _next_gzip_header(f, buf: bytes) -> bytes:
@@ -689,9 +713,12 @@ def _codec(label: str | None) -> str | None:
     label = label.strip().lower()
     label = CHARSET_ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    if not info._is_text_encoding or info.name in NOT_WEB_CHARSETS:
+        return None
+    return info.name
 
 
 def decode_html(body: bytes, header_charset: str | None,

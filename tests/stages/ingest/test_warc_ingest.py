@@ -118,14 +118,14 @@ def test_corrupt_gzip_member_skips_to_the_next_member():
     kept, reasons, _ = outcomes(bytes(middle))
     assert [d.url for d in kept] == ["http://site.test/p0", "http://site.test/p2",
                                      "http://site.test/p3"]
-    assert reasons == {"corrupt_gzip": 1}
+    assert reasons == {"corrupt:gz": 1}
 
 
 def test_garbage_between_gzip_members():
     data, offsets = warc_bytes(pages(3))
     kept, reasons, _ = outcomes(data[:offsets[2]] + b"\x00JUNK" * 100 + data[offsets[2]:])
     assert len(kept) == 3
-    assert reasons == {"corrupt_gzip": 1}
+    assert reasons == {"corrupt:gz": 1}
 
 
 def test_truncated_last_gzip_member_is_reported():
@@ -133,7 +133,7 @@ def test_truncated_last_gzip_member_is_reported():
     cut = data[: offsets[2] + (len(data) - offsets[2]) // 2]
     kept, reasons, rejected = outcomes(cut)
     assert [d.url for d in kept] == ["http://site.test/p0", "http://site.test/p1"]
-    assert reasons == {"truncated_gzip": 1}
+    assert reasons == {"truncated:gz": 1}
     assert "ends inside a gzip member" in rejected[0].error
 
 
@@ -224,3 +224,12 @@ def test_stage_accounting_and_rejected_shards(tmp_path):
     assert {k["source"] for k in kept} == {"example.warc.gz", "example-bad.warc.gz.bad",
                                           "example-extra.warc", "example-wget-1-14.warc.gz",
                                           "example.arc", "example.arc.gz"}
+
+
+@pytest.mark.parametrize("label", ["base64", "unicode_escape", "idna", "undefined", "utf-7"])
+def test_charset_label_naming_no_web_charset_is_ignored(label):
+    body = f'<html><head><meta charset="{label}"></head><body>caf\\ud83d é</body></html>'
+    kept, reasons, _ = outcomes(warc_bytes([html_response("http://site.test/x", body.encode(),
+                                                          f"text/html; charset={label}")])[0])
+    assert not reasons and kept[0].metadata["charset"] == "utf-8"
+    assert "caf\\ud83d é" in kept[0].text  # as written, never turned into a lone surrogate
