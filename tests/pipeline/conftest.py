@@ -64,8 +64,8 @@ def write_malformed(root: Path) -> dict[str, int]:
         "not_an_object": 1,
         "invalid_utf8": 2,
         "empty_file": 1,
-        "truncated_file": 1,
-        "unreadable_file": 1,
+        "truncated:gz": 1,
+        "corrupt:gz": 1,
     }
 
 
