@@ -28,6 +28,7 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pipeline.progress import TOPIC, Send, worker_sender
 from pipeline.stage import Stage, Task, TaskResult, execute_task
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,11 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
-    def map(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, TaskResult]]:
+    def map(self, stage: Stage, tasks: Sequence[Task],
+            progress: Send | None = None) -> Iterator[tuple[Task, TaskResult]]:
         for task in tasks:
             try:
-                result = execute_task(stage, task)
+                result = execute_task(stage, task, progress)
             except Exception as exc:
                 _name_task(exc, stage, task)
                 raise
@@ -99,12 +101,18 @@ class DaskExecutor:
             raise ExecutorError(f"{where}: a worker cannot import {__name__} "
                                 f"(is lmforge installed there?): {type(exc).__name__}: {exc}") from exc
         self.workers = len(self.client.scheduler_info()["workers"]) or workers
+        logging.getLogger("lmforge").info("dask: %d workers, dashboard %s", self.workers,
+                                          self.client.dashboard_link)
 
-    def map(self, stage: Stage, tasks: Sequence[Task]) -> Iterator[tuple[Task, TaskResult]]:
+    def map(self, stage: Stage, tasks: Sequence[Task],
+            progress: Send | None = None) -> Iterator[tuple[Task, TaskResult]]:
+        """`progress` receives running tasks' counts, sent by workers as events on TOPIC."""
         from dask.distributed import as_completed
 
         if not tasks:
             return
+        if progress is not None:
+            self.client.subscribe_topic(TOPIC, lambda event: progress(event[1]))
         pickled_stage = _dumps(stage)
         futures = {}
         for task in tasks:
@@ -128,6 +136,8 @@ class DaskExecutor:
                 yield task, result
         finally:
             self.client.cancel(list(futures))
+            if progress is not None:
+                self.client.unsubscribe_topic(TOPIC)
 
     def close(self) -> None:
         self.client.close()
@@ -143,7 +153,7 @@ def _dumps(obj: Any) -> bytes:
 
 def _execute_pickled(pickled_stage: bytes, pickled_task: bytes) -> TaskResult:
     """The dask task: unpickling here makes an import error on a worker a task error."""
-    return execute_task(pickle.loads(pickled_stage), pickle.loads(pickled_task))
+    return execute_task(pickle.loads(pickled_stage), pickle.loads(pickled_task), worker_sender())
 
 
 def _name_task(exc: BaseException, stage: Stage, task: Task, where: str = "") -> None:

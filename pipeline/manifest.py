@@ -102,6 +102,10 @@ class Manifest:
         """(path, sha256) of every committed file, in the order of `files()`."""
         return sorted((f["path"], f["sha256"]) for t in self.tasks.values() for f in t["files"])
 
+    def documents(self) -> list[tuple[str, int]]:
+        """(path, documents) of every committed file, in the order of `files()`."""
+        return sorted((f["path"], f["docs"]) for t in self.tasks.values() for f in t["files"])
+
     def drop(self, task_names: set[str]) -> None:
         """Forget tasks (their files are damaged): the stage is resumed to redo them."""
         for name in task_names:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pipeline import storage
 from pipeline.artifacts import MANIFEST, STATS, TMP_MARK, write_json_atomic
 from pipeline.lock import RunLock
 from pipeline.manifest import Manifest
+from pipeline.progress import StageProgress
 from pipeline.config import Config, ConfigError, LoadedStage
 from pipeline.dag import ancestors, cache_key, descendants
 from pipeline.stage import Counts, Stage, StageInput, Task, TaskResult
@@ -68,6 +68,7 @@ def stage_input(run_dir: Path, name: str) -> StageInput:
         files=tuple(str(stage_dir / p) for p in manifest.files()),
         sha256=tuple(sha for _, sha in manifest.checksums()),
         kept=_total(manifest).kept,
+        docs=tuple(docs for _, docs in manifest.documents()),
     )
 
 
@@ -185,9 +186,12 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
     manifest.save()
 
     start = time.perf_counter()
-    progress = _Progress(spec.name, len(tasks), len(tasks) - len(pending))
+    file_docs = {f: d for i in inputs for f, d in zip(i.files, i.docs)}
+    total = sum(file_docs.get(p, 0) for t in tasks for p in t.inputs) if stage.doc_stage else 0
+    progress = StageProgress(spec.name, len(tasks), len(tasks) - len(pending),
+                             sum(t["counts"]["in"] for t in manifest.tasks.values()), total)
     try:
-        for task, result in executor.map(stage, pending):
+        for task, result in executor.map(stage, pending, progress.report):
             if stage.doc_stage and not result.counts.balanced():
                 raise StageFailed(
                     f"stage '{spec.name}', shard '{task.name}': accounting does not balance: "
@@ -200,7 +204,7 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
                 "first_errors": result.first_errors,
                 "info": result.info,
             })
-            progress.update(result.counts.n_in)
+            progress.task_done(task.name, result.counts.n_in)
     finally:
         progress.close()
     wall = time.perf_counter() - start
@@ -299,29 +303,3 @@ def _stats(spec: LoadedStage, manifest: Manifest, total: Counts, wall: float,
         "shards": {n: t["counts"] for n, t in sorted(manifest.tasks.items())},
         "info": {n: t["info"] for n, t in sorted(manifest.tasks.items()) if t["info"]},
     }
-
-
-class _Progress:
-    """A tqdm bar on a terminal; plain log lines every few seconds otherwise."""
-
-    def __init__(self, name: str, total: int, done: int):
-        self.name, self.total, self.done, self.docs = name, total, done, 0
-        self.last_log = time.monotonic()
-        self.bar = None
-        if sys.stderr.isatty() and total > 1:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=name, unit="task", leave=False)
-
-    def update(self, docs: int) -> None:
-        self.done += 1
-        self.docs += docs
-        if self.bar is not None:
-            self.bar.update(1)
-        elif time.monotonic() - self.last_log > 5:
-            self.last_log = time.monotonic()
-            log.info("stage %s: %d/%d tasks, %d docs", self.name, self.done, self.total, self.docs)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

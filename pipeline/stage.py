@@ -59,6 +59,7 @@ from pipeline.artifacts import (
     verified_inputs,
 )
 from pipeline.documents import Document, Rejected, score_columns_of
+from pipeline.progress import Send, documents_done, reporting
 
 PHASE_SEPARATOR = "."
 
@@ -93,6 +94,7 @@ class StageInput:
     files: tuple[str, ...]  # absolute paths or URLs, sorted
     sha256: tuple[str, ...] = ()  # the manifest's checksum of each file, in the same order
     kept: int = 0  # what the stage kept (documents, for a document stage)
+    docs: tuple[int, ...] = ()  # documents in each of `files`, in the same order
 
     @property
     def shards(self) -> list[str]:
@@ -336,6 +338,7 @@ class DocStage(Stage):
         def documents_in() -> Iterator[Document]:
             for item in self.read(task):
                 counts.n_in += 1
+                documents_done()
                 if isinstance(item, Rejected):
                     counts.bytes_in += len(item.doc.text.encode("utf-8", "replace"))
                     record(item)
@@ -374,11 +377,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def execute_task(stage: Stage, task: Task) -> TaskResult:
+def execute_task(stage: Stage, task: Task, progress: Send | None = None) -> TaskResult:
     """The function executors run: module level, so it pickles by reference. It times the
-    task, so that no stage has to: `seconds` is the wall time of `run_task`."""
+    task, so that no stage has to: `seconds` is the wall time of `run_task`. `progress`
+    receives the running task's document counts (pipeline/progress.py)."""
     start = time.perf_counter()
-    with verified_inputs(stage.input_checksums):
+    with verified_inputs(stage.input_checksums), reporting(progress, stage.name, task.name):
         result = stage.run_task(task)
     result.seconds = time.perf_counter() - start
     return result
