@@ -115,6 +115,34 @@ def test_crawl_init_is_the_demo_recipe_and_needs_a_contact(tmp_path):
     assert load(local).stages["crawl"].params.allow_private  # the SSRF guard would refuse it
 
 
+def test_crawl_init_runs_unchanged_on_a_served_site(tmp_path):
+    """The written crawl config, run as written (polite default delay) up to its extracted
+    text, against three pages served on loopback (the seed's host sets allow_private)."""
+    from demo.site import serve
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for i, chapter in enumerate(chapters(3)):
+        links = "".join(f'<a href="/p{j}.html">chapter {j}</a> ' for j in range(3) if j != i)
+        (site / f"p{i}.html").write_text(
+            f"<html><head><title>Chapter {i}</title></head><body><nav>{links}</nav>"
+            f"<article><p>{chapter['text']}</p></article></body></html>")
+    (site / "index.html").write_text('<html><body><a href="/p0.html">start</a></body></html>')
+    (site / "_headers.json").write_text("{}")  # what demo.site.serve reads beside the pages
+    (site / "_redirects.json").write_text("{}")
+    server = serve(site, 0)
+    seed = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        path = recipes.write_config(tmp_path / "c", f"crawl:{seed}",
+                                    contact_url="https://example.org/bot")
+        outcomes = {o.name: o for o in pipeline.run(path, until="text")}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcomes["crawl"].counts.kept == 4  # index and the three chapters
+    assert outcomes["text"].counts.kept >= 3
+
+
 def test_a_budget_writes_the_plans_model(tmp_path):
     from model.plan import plan
 
