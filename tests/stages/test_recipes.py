@@ -143,6 +143,19 @@ def test_crawl_init_runs_unchanged_on_a_served_site(tmp_path):
     assert outcomes["text"].counts.kept >= 3
 
 
+def test_parquet_init_runs_unchanged(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = chapters(40)
+    pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs]}),
+                   tmp_path / "corpus.parquet")
+    path = recipes.write_config(tmp_path / "p", f"parquet:{tmp_path / 'corpus.parquet'}")
+    outcomes = {o.name: o for o in pipeline.run(path, until="tokens")}
+    assert outcomes["ingest"].counts.kept == 40
+    assert 0 < outcomes["tokens"].counts.kept <= 40
+
+
 def test_a_budget_writes_the_plans_model(tmp_path):
     from model.plan import plan
 
