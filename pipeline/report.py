@@ -452,8 +452,6 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3,
                  trainer_log: str | None = None) -> Path:
     """Write the report for `run_dir`; returns the HTML file's path. `trainer_log`: the
     file name of a training log at the top of `run_dir` (a trainer output folder)."""
-    import jinja2
-
     run_dir = storage.run_location(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
@@ -476,12 +474,20 @@ def build_report(run_dir: Path, out_dir: Path | None = None, samples: int = 3,
         samples_section(stages, samples),
     ]
     order = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).exists() else {}
+    return write_page(out_dir / "report.html", order.get("name", run_dir.name), str(run_dir),
+                      order.get("config"), [s for s in sections if s is not None])
+
+
+def write_page(path: Any, name: str, run_dir: str, config: str | None,
+               sections: list[Section]) -> Any:
+    """Render `sections` into one self-contained HTML page at `path` (the report's template,
+    also used by `lmforge ablate`)."""
+    import jinja2
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.get_template(TEMPLATE).render(
-        run_dir=str(run_dir), name=order.get("name", run_dir.name), config=order.get("config"),
-        sections=[s for s in sections if s is not None])
-    path = out_dir / "report.html"
+    html = env.get_template(TEMPLATE).render(run_dir=run_dir, name=name, config=config,
+                                             sections=sections)
     storage.write_bytes(path, html.encode("utf-8"))
     return path
 
