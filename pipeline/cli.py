@@ -9,6 +9,7 @@
     lmforge verify RUN_DIR [--repair]
     lmforge init DIR --from warc:PATH|jsonl:PATH|parquet:PATH|crawl:URL
     lmforge stages [KIND] / lmforge schema
+    lmforge ablate ABLATION [--json]
 
 plus the model's commands, which model/cli.py registers (`train`, `generate`, `export-hf`,
 `import-hf`, `sft`, `dpo`, `chat`, `plan`, `inspect-shards`). Each command is parse ->
@@ -207,7 +208,7 @@ def positive(kind: type) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     from model import cli as model_cli
     from pipeline import describe, report, verify
-    from stages import STAGE_KINDS, recipes
+    from stages import STAGE_KINDS, ablate, recipes
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Build a language model from "
                                      "scratch, data first: crawl, clean, deduplicate, tokenize, pretrain.")
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.register(sub)
     describe.register(sub, STAGE_KINDS, stage_class_for)  # lmforge stages [KIND], lmforge schema
     recipes.register(sub)  # lmforge init
+    ablate.register(sub, run)  # lmforge ablate
     model_cli.register(sub, localize=fetch_listed)
     return parser
 
