@@ -8,8 +8,8 @@ proxy model and a token budget:
     name: heuristics
     base: ../demo.yaml              # a pipeline config (paths relative to this file)
     run_dir: runs/ablation          # default runs/ablation-<name>
-    heldout:                        # name -> files or globs: .txt (one document per file),
-      plays: [texts/plays/*.txt]    #   .jsonl / .jsonl.gz (one document per line, "text")
+    heldout:                        # name -> files or globs ($VARS and ~ expanded): .txt (one
+      plays: [texts/plays/*.txt]    #   document per file), .jsonl(.gz) (one per line, "text")
     proxy:                          # `pretrain` stage params every arm trains with
       model: {dim: 64, n_layers: 2, n_heads: 4, max_seq_len: 128}
       train: {batch_size: 8, lr: 3.0e-3}
@@ -54,6 +54,7 @@ import glob
 import gzip
 import hashlib
 import json
+import os
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -138,10 +139,12 @@ def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[
     for name, patterns in ablation.heldout.items():
         files: list[Path] = []
         for pattern in patterns:
-            full = pattern if Path(pattern).is_absolute() else str(root / pattern)
+            expanded = os.path.expanduser(os.path.expandvars(pattern))
+            full = expanded if Path(expanded).is_absolute() else str(root / expanded)
             matched = sorted(glob.glob(full, recursive=True))
             if not matched:
-                raise AblationError(f"{where}: heldout.{name}: '{pattern}' matches no file")
+                unset = " (an environment variable in it is not set)" if "$" in expanded else ""
+                raise AblationError(f"{where}: heldout.{name}: '{pattern}' matches no file{unset}")
             files += [Path(m).resolve() for m in matched]
         sets[name] = files
     return sets
