@@ -31,8 +31,9 @@ held-out file, so that no arm trains on what it is measured on; then its own tok
 (the base's train_tokenizer params), token shards (the base's tokenize params) and one
 `pretrain` stage per seed with the proxy params and `max_steps = tokens / (batch_size x
 seq_len)`. All arms go into ONE run: a stage whose definition (kind, params and, recursively,
-inputs) is the same in several arms is one stage that runs once, under its base name;
-a stage an arm changes is named `<stage>__<arm>`. So arms sharing a crawl and an
+inputs) is the same in several arms is one stage that runs once; it keeps its base name
+when it is the base's stage unchanged, and any other (a stage an arm changes, and every
+arm's training tail) is named `<stage>__<arm>` after the first arm that has it. So arms sharing a crawl and an
 extraction pay for them once, and a re-run is a no-op (evaluations are cached by the
 trained model's manifest checksum).
 
@@ -262,40 +263,45 @@ def arm_pipelines(ablation: Ablation, base: dict[str, Any], heldout: dict[str, l
     return arms
 
 
-def merge_arms(arms: dict[str, dict[str, dict]]) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+def merge_arms(arms: dict[str, dict[str, dict]], base: dict[str, dict]) -> tuple[
+        dict[str, dict], dict[str, dict[str, str]]]:
     """One stage set for all arms, and arm -> {stage in the arm: its name in the run}.
 
     A stage's identity is its kind, params and (recursively) its inputs' identities; the
-    same identity in several arms is one stage. It keeps its plain name when that name is
-    free (the first arm to use it wins), else `<stage>__<arm>`."""
+    same identity in several arms is one stage. A stage keeps its plain name when it is the
+    base's stage of that name unchanged (same identity); any other is `<stage>__<arm>`,
+    named after the first arm that has it."""
+    base_identity = _identities(base)
     merged: dict[str, dict] = {}
     by_identity: dict[str, str] = {}
     names: dict[str, dict[str, str]] = {}
     for arm, stages in arms.items():
-        identity: dict[str, str] = {}
+        identity = _identities(stages)
         names[arm] = {}
-
-        def ident(name: str) -> str:
-            if name not in identity:
-                stage = stages[name]
-                blob = json.dumps({"kind": stage.get("kind"), "params": stage.get("params", {}),
-                                   "inputs": [ident(i) for i in stage.get("inputs", [])],
-                                   "rest": {k: v for k, v in stage.items()
-                                            if k not in ("kind", "params", "inputs")}},
-                                  sort_keys=True, default=str)
-                identity[name] = hashlib.sha256(blob.encode()).hexdigest()
-            return identity[name]
-
         for name in _topological(stages):
-            key = ident(name)
+            key = identity[name]
             if key not in by_identity:
-                run_name = name if name not in merged else f"{name}{SEPARATOR}{arm}"
+                plain = base_identity.get(name) == key
+                run_name = name if plain else f"{name}{SEPARATOR}{arm}"
                 stage = copy.deepcopy(stages[name])
                 stage["inputs"] = [names[arm][i] for i in stage.get("inputs", [])]
                 merged[run_name] = stage
                 by_identity[key] = run_name
             names[arm][name] = by_identity[key]
     return merged, names
+
+
+def _identities(stages: dict[str, dict]) -> dict[str, str]:
+    identity: dict[str, str] = {}
+    for name in _topological(stages):
+        stage = stages[name]
+        blob = json.dumps({"kind": stage.get("kind"), "params": stage.get("params", {}),
+                           "inputs": [identity[i] for i in stage.get("inputs", [])],
+                           "rest": {k: v for k, v in stage.items()
+                                    if k not in ("kind", "params", "inputs")}},
+                          sort_keys=True, default=str)
+        identity[name] = hashlib.sha256(blob.encode()).hexdigest()
+    return identity
 
 
 def _topological(stages: dict[str, dict]) -> list[str]:
@@ -322,7 +328,10 @@ def build_run(ablation_path: str | Path) -> tuple[Ablation, dict[str, Any], dict
     where = str(ablation_path)
     heldout = heldout_files(ablation, root, where)
     arms = arm_pipelines(ablation, base, heldout, where)
-    stages, names = merge_arms(arms)
+    body = {n: s for n, s in base["stages"].items()
+            if n not in _downstream(base["stages"], {m for m, t in base["stages"].items()
+                                                     if t.get("kind") in TRAIN_KINDS})}
+    stages, names = merge_arms(arms, body)
     run_dir = ablation.run_dir or f"runs/ablation-{ablation.name}"
     if ablation.run_dir is not None and not Path(run_dir).is_absolute() and "://" not in run_dir:
         run_dir = str(root / run_dir)

@@ -68,7 +68,8 @@ def test_arms_become_one_run_with_shared_stages_named_once(tmp_path):
     assert stages["long__strict"]["inputs"] == ["short"]
     # raw trains on ingest's documents: nothing after it, its own tokenizer
     assert "short" not in names["raw"] and stages[names["raw"]["tokenizer"]]["inputs"] == ["ingest"]
-    assert stages["tokenizer"]["inputs"] == ["long"]
+    assert names["default"]["tokenizer"] == "tokenizer__default"
+    assert stages["tokenizer__default"]["inputs"] == ["long"]
     # the base's training tail is replaced: one pretrain per arm and seed, equal budgets
     pretrains = [n for n, s in stages.items() if s["kind"] == "pretrain"]
     assert len(pretrains) == 6 and "pretrain" not in stages
