@@ -36,6 +36,7 @@ STAGE_KINDS: dict[str, str] = {
     "quality_cut": "stages.filters.quality_cut:QualityCut",
     "quality_top": "stages.filters.quality_top:QualityTop",
     "pii": "stages.filters.pii:Pii",
+    "decontaminate": "stages.filters.decontaminate:Decontaminate",
     "train_tokenizer": "stages.tokens.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokens.tokenize:Tokenize",
     "pretrain": "stages.training.pretrain:Pretrain",

@@ -9,6 +9,24 @@
         c4: {badwords: false}
         url_blocklist: {domains_files: [blocklists/domains.txt]}
 
+Presets. `preset: NAME` starts from a shipped recipe, stages/filters/presets/NAME.yaml:
+`fineweb` (as FineWeb ran it: URL filter, Gopher repetition and quality, C4 without its
+bad-words filter and keeping lines without terminal punctuation, FineWeb quality), `gopher`
+(Gopher's quality and repetition rules, alphabetic words counted on whitespace as the paper
+states), `c4` (C4's rules with its bad words) and `lmforge` (the demo's rule sets). Keys
+written beside `preset` override the preset's: a rule set's block merges key by key
+(`preset: fineweb` with `c4: {min_num_sentences: 3}` keeps FineWeb's `badwords: false`), any
+other key (`rule_sets`) replaces the preset's value. An unknown name is a config error that
+lists the known ones. The preset is resolved when the config loads, so the params the stage
+runs with and its cache key hashes are the resolved ones: editing a preset file re-runs the
+stages whose resolved params it changes, and `preset: lmforge` gives the same key as the
+same params written out (the name itself is not hashed).
+
+    heuristics:
+      kind: heuristic_filter
+      inputs: [langid]
+      params: {preset: fineweb, gopher_quality: {min_doc_words: 30}}
+
 The rule sets (stages/filters/heuristic_rules.py) run in the order `rule_sets` gives; the default
 is FineWeb's order (Gopher repetition, Gopher quality, C4, FineWeb quality). Each one's
 params default to its own published thresholds; a threshold set to null switches that rule
@@ -34,10 +52,12 @@ document's `lang` column when an upstream `langid` stage set one.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 import pyarrow as pa
-from pydantic import model_validator
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.documents import Document, Rejected
 from pipeline.stage import FilterStage, Params
@@ -55,9 +75,48 @@ from stages.filters.heuristic_rules import (
 )
 
 FINEWEB_ORDER = ["gopher_repetition", "gopher_quality", "c4", "fineweb_quality"]
+PRESETS = files("stages.filters") / "presets"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets: stages/filters/presets/<name>.yaml."""
+    if not PRESETS.is_dir():  # an install without the package data: none is known
+        return []
+    return sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset's params as its file gives them, checked alone (errors name the file)."""
+    path = PRESETS / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "preset" in data:
+        raise ValueError(f"preset {name!r} ({path}): must be a mapping of heuristic_filter "
+                         "params without a `preset` key")
+    try:
+        HeuristicFilterParams.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}"
+                             for e in err.errors())
+        raise ValueError(f"preset {name!r} ({path}): {problems}") from None
+    return data
+
+
+def with_preset(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` over the preset they name: rule-set blocks merge key by key, any other key
+    replaces the preset's."""
+    resolved = load_preset(params["preset"])
+    for key, value in params.items():
+        if key in RULE_SETS and isinstance(value, dict) and isinstance(resolved.get(key), dict):
+            resolved[key] = {**resolved[key], **value}
+        else:
+            resolved[key] = value
+    return resolved
 
 
 class HeuristicFilterParams(Params):
+    # Resolved when the config loads; the cache key hashes the resolved params, not the name.
+    preset: str | None = Field(default=None, exclude=True)  # a recipe: fineweb, gopher, c4, lmforge; keys beside it override it
     rule_sets: list[str] = FINEWEB_ORDER
     gopher_quality: GopherQualityParams = GopherQualityParams()
     gopher_repetition: GopherRepetitionParams = GopherRepetitionParams()
@@ -66,6 +125,22 @@ class HeuristicFilterParams(Params):
     url_blocklist: UrlBlocklistParams = UrlBlocklistParams()
     token_char_ratio: TokenCharRatioParams = TokenCharRatioParams()
     stop_words: StopWordsParams = StopWordsParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        # An unknown name (or not a string) is left for the field's own check below.
+        if isinstance(data, dict) and data.get("preset") is not None \
+                and data["preset"] in preset_names():
+            return with_preset(data)
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        if name is not None and name not in preset_names():
+            raise ValueError(f"unknown preset {name!r} (known: {', '.join(preset_names())})")
+        return name
 
     @model_validator(mode="after")
     def _known_rule_sets(self) -> HeuristicFilterParams:
