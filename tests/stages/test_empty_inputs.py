@@ -31,6 +31,8 @@ def empty_dag(tmp_path):
     with gzip.open(positives, "wt") as f:
         for i in range(20):
             f.write(json.dumps({"text": f"A clean sentence number {i} about the river."}) + "\n")
+    (tmp_path / "eval.txt").write_text("an evaluation text of more than thirteen words, so that "
+                                       "its n-grams exist and the stage has something to match")
     empty_warc = tmp_path / "info-only.warc.gz"  # a WARC file with no page in it
     info = b"software: lmforge-test\r\n"
     empty_warc.write_bytes(gzip.compress(
@@ -57,12 +59,14 @@ def empty_dag(tmp_path):
         "above": {"kind": "quality_filter", "inputs": ["none", "classifier"],
                   "params": {"threshold": 0.5}},
         "tokens": {"kind": "tokenize", "inputs": ["none", "tokenizer"]},
+        "decon": {"kind": "decontaminate", "inputs": ["none"],
+                  "params": {"paths": [str(tmp_path / "eval.txt")]}},
     }
     return {"name": "empty", "run_dir": str(tmp_path / "run"), "stages": stages}
 
 
 EMPTY = ["pages", "text", "langid", "heuristics", "pii", "exact", "dedup", "top", "above",
-         "tokens"]
+         "tokens", "decon"]
 
 
 def test_document_stages_complete_with_zero_documents(tmp_path):
