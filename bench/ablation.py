@@ -37,16 +37,17 @@ Evaluation is on clean text no arm saw: three Shakespeare plays and three King J
 books that are not on the site. Each held-out document is encoded with the arm's own
 tokenizer, preceded by `<|eos|>` (the document separator every arm trained with, so the
 first token is predicted too), and cut into windows of the model's context; the summed
-cross-entropy of every token, in bits, is divided by the document's UTF-8 bytes. Bits per
-byte does not depend on the tokenizer, so the arms compare although their vocabularies
-differ. The script also prints what each arm's corpus is made of, by page kind.
+cross-entropy of every token, in bits, is divided by the document's UTF-8 bytes (windows
+side by side, no overlap: `model/eval.py`'s `bits_per_byte`, which `lmforge eval` and the
+trainer's `eval_text` use too). Bits per byte does not depend on the tokenizer, so the arms
+compare although their vocabularies differ. The script also prints what each arm's corpus
+is made of, by page kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import tempfile
 import time
@@ -60,7 +61,6 @@ FOREIGN = SHARED / "multilingual"
 HELDOUT_PLAYS = ("twelfth_night", "winters_tale", "coriolanus")
 HELDOUT_BOOKS = ("Proverbs", "Isaiah", "Matthew")
 PART_CHARS = 15_000  # a work is published in parts of about this size
-EVAL_BATCH = 32
 BATCH = 16
 MODEL = {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 128,
          "tie_embeddings": True}
@@ -188,36 +188,6 @@ def heldout_sets() -> dict[str, list[str]]:
     return {"shakespeare": plays, "kjv": books}
 
 
-def bits_per_byte(model_dir: Path, documents: list[str]) -> float:
-    import torch
-    from tokenizers import Tokenizer
-
-    from model.checkpoint import load_model
-
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.encode_special_tokens = True  # held-out text is data, never control tokens
-    eos = tokenizer.token_to_id("<|eos|>")
-    model = load_model(model_dir).eval()
-    context = model.config.max_seq_len
-    windows: dict[int, list[list[int]]] = {}  # by length, so that each batch stacks
-    n_bytes = 0
-    for text in documents:
-        ids = [eos, *tokenizer.encode(text, add_special_tokens=False).ids]
-        n_bytes += len(text.encode("utf-8"))
-        for start in range(0, len(ids) - 1, context):
-            window = ids[start:start + context + 1]
-            windows.setdefault(len(window), []).append(window)
-    nats = 0.0
-    with torch.no_grad():
-        for group in windows.values():
-            for i in range(0, len(group), EVAL_BATCH):
-                batch = torch.tensor(group[i:i + EVAL_BATCH])
-                logits = model(batch[:, :-1])
-                nats += torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum").item()
-    return nats / math.log(2) / n_bytes
-
-
 def corpus_row(run_dir: Path, docs_stage: str, suffix: str) -> dict:
     stats = json.loads((run_dir / docs_stage / "stats.json").read_text())
     tokens = json.loads((run_dir / f"tokens_{suffix}" / "stats.json").read_text())
@@ -286,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from demo.site import serve
     from demo.site.web import build_web_site
+    from model.eval import bits_per_byte
     from pipeline import run
 
     with tempfile.TemporaryDirectory() as tmp:

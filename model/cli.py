@@ -5,6 +5,8 @@
     export-hf CKPT OUT / import-hf HF_DIR OUT
     sft CONFIG / dpo CONFIG           post-train a checkpoint
     chat CKPT                         talk to a fine-tuned checkpoint
+    eval CKPT --text NAME=PATH --task NAME=PATH.jsonl
+                                      held-out bits per byte, multiple-choice accuracy (model/eval.py)
     plan --gpu-hours H --gpu h100     size a run for a budget (model/plan.py)
     inspect-shards DIR                what a folder of token shards holds (model/inspect_shards.py)
 
@@ -35,13 +37,14 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from model.chat import ChatDataError
     from model.checkpoint import CheckpointError
     from model.config import TrainConfigError
+    from model.eval import EvalDataError
     from model.generate import PromptError
     from model.hf import HFConversionError
     from model.plan import PlanError
     from model.token_shards import TokenShardError
 
     return (TrainConfigError, CheckpointError, TokenShardError, HFConversionError, ChatDataError, PromptError,
-            PlanError, FileNotFoundError)
+            PlanError, EvalDataError, FileNotFoundError)
 
 
 def __getattr__(name: str):
@@ -128,6 +131,42 @@ def _chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": reply})
         seed += 1
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from model.eval import EvalDataError, load_evaluator, named_paths, read_task, read_text_set
+    from model.hardware import default_device
+
+    text_paths, task_paths = named_paths(args.text), named_paths(args.task)
+    if not text_paths and not task_paths:
+        raise EvalDataError("nothing to evaluate: give --text NAME=PATH and/or --task NAME=PATH.jsonl")
+    texts = {name: read_text_set(path) for name, path in text_paths.items()}
+    tasks = {name: read_task(path) for name, path in task_paths.items()}
+    evaluator = load_evaluator(args.checkpoint, default_device(args.device), args.batch_size)
+    if args.stride is not None and args.stride > evaluator.context:
+        raise EvalDataError(f"--stride {args.stride} exceeds the model's context of {evaluator.context} tokens")
+    stride = args.stride or evaluator.context
+    model = evaluator.model
+    result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "parameters": model.num_params(),
+                              "context": evaluator.context, "stride": stride, "text": {}, "tasks": {}}
+    for name, documents in texts.items():
+        score = evaluator.text(documents, stride, source=f"{text_paths[name]} ({name})")
+        result["text"][name] = {"bits_per_byte": score.bits_per_byte, "bytes": score.bytes, "tokens": score.tokens}
+    for name, items in tasks.items():
+        score = evaluator.task(items, source=f"{task_paths[name]} ({name})")
+        result["tasks"][name] = {"acc": score.acc, "acc_norm": score.acc_norm, "items": score.items,
+                                 "chance": sum(1 / len(item.choices) for item in items) / len(items)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.checkpoint}: {model.num_params() / 1e6:.2f}M parameters, vocab {model.config.vocab_size:,}, "
+          f"context windows of {evaluator.context} tokens every {stride}, on {evaluator.device.type}")
+    for name, r in result["text"].items():
+        print(f"  {name:20s} {r['bits_per_byte']:.4f} bits/byte  ({r['bytes']:,} bytes, {r['tokens']:,} tokens)")
+    for name, r in result["tasks"].items():
+        print(f"  {name:20s} acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f} (per byte)  "
+              f"({r['items']:,} items, chance {r['chance']:.4f})")
     return 0
 
 
@@ -277,6 +316,21 @@ def register(subparsers: argparse._SubParsersAction,
     _sampling_options(p, max_new_tokens=256, temperature=0.7, top_p=0.9)
     p.add_argument("--system", default=None, help="system prompt")
     p.set_defaults(func=_chat)
+
+    p = subparsers.add_parser("eval", help="held-out bits per byte and multiple-choice accuracy of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory, or a run/checkpoints directory (newest is used)")
+    p.add_argument("--text", action="append", default=[], metavar="NAME=PATH",
+                   help="a held-out text set: a .jsonl file of {\"text\": ...} documents, or any text file "
+                        "(one document); repeatable")
+    p.add_argument("--task", action="append", default=[], metavar="NAME=PATH",
+                   help="a multiple-choice JSONL task ({context, choices, label}, or HellaSwag/ARC rows); "
+                        "repeatable")
+    p.add_argument("--stride", type=_positive_int, default=None,
+                   help="tokens between the starts of context windows (default: the context, no overlap)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per forward pass")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.set_defaults(func=_eval)
 
     p = subparsers.add_parser("plan", help="size a Chinchilla-optimal training run for a GPU budget")
     p.add_argument("--gpu-hours", type=float, required=True, help="total GPU-hours (all GPUs)")
