@@ -47,6 +47,11 @@ class DPOConfig(PostTrainConfig):
 
     dpo: DPOSettings = field(default_factory=DPOSettings)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data.packing:
+            raise ValueError("data.packing is for SFT; DPO pads its chosen/rejected pairs")
+
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
              reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,6 +24,10 @@ then the model. Choices that matter:
   without parameters of its own (the norm gain and output matrix stay ``norm.weight`` and
   ``output.weight``), so ``model/parallel.py`` compiles it beside the blocks and the full
   (tokens x vocab) logits never leave the compiled region in fp32.
+- Packed sequences (several examples in one row, post-training): ``forward(positions=...)``
+  takes each token's RoPE position, restarting at 0 where an example starts, and attention
+  is confined to each example (``document_mask``): a FlexAttention block mask on CUDA, whose
+  kernels skip the blocks across examples, else a dense boolean mask for SDPA.
 - Generation uses a preallocated ``KVCache``; the model itself knows nothing about data
   parallelism, compilation or config files (see ``model/parallel.py``).
 """
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 
 @dataclass
@@ -113,6 +118,38 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
+def document_mask(positions: torch.Tensor, flex: bool | None = None) -> torch.Tensor | BlockMask:
+    """Causal attention within each example of packed rows, never across examples.
+
+    ``positions`` (B, T) are RoPE positions that restart at 0 where an example starts, so a
+    0 opens a new example. ``flex`` None: a FlexAttention ``BlockMask`` on CUDA, else a
+    dense (B, 1, T, T) boolean mask (True: may attend) for ``scaled_dot_product_attention``.
+    """
+    B, T = positions.shape
+    example = (positions == 0).cumsum(dim=-1)
+    use_flex = positions.is_cuda if flex is None else flex
+    if use_flex:
+        def same_example(b, h, q, kv):
+            return (example[b, q] == example[b, kv]) & (kv <= q)
+        return create_block_mask(same_example, B, None, T, T, device=positions.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=positions.device).tril()
+    return ((example[:, :, None] == example[:, None, :]) & causal).unsqueeze(1)
+
+
+_compiled_flex = None
+
+
+def _flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask,
+                    enable_gqa: bool) -> torch.Tensor:
+    # Eager FlexAttention materialises the scores; compiled it is a fused kernel. Inside an
+    # already compiled block the compiled function is traced into the block's graph.
+    global _compiled_flex
+    if q.is_cuda and _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    attend = _compiled_flex if q.is_cuda else flex_attention
+    return attend(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
+
+
 class KVCache:
     """Preallocated keys and values for every layer, filled as generation proceeds."""
 
@@ -145,7 +182,9 @@ class Attention(nn.Module):
         self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, pos: int = 0,
+                mask: torch.Tensor | BlockMask | None = None) -> torch.Tensor:
+        """``mask``: ``document_mask`` of packed rows (then no cache); None: causal."""
         B, T, _ = x.shape
         q, k, v = self.wqkv(x).split(self.widths, dim=-1)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -153,7 +192,10 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        mask, is_causal = None, True
+        gqa = self.n_kv_heads != self.n_heads
+        if isinstance(mask, BlockMask):
+            return self.wo(_flex_attention(q, k, v, mask, gqa).transpose(1, 2).reshape(B, T, -1))
+        is_causal = mask is None
         if cache is not None:
             k, v = cache.update(self.layer_id, pos, k, v)
             if T == 1:
@@ -162,8 +204,7 @@ class Attention(nn.Module):
                 # Queries at pos..pos+T-1 against keys 0..pos+T-1: causal, shifted by pos.
                 is_causal = False
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -189,8 +230,9 @@ class TransformerBlock(nn.Module):
         self.feed_forward = FeedForward(config.dim, config.hidden_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, pos)
+                cache: KVCache | None = None, pos: int = 0,
+                mask: torch.Tensor | BlockMask | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, pos, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -257,19 +299,29 @@ class Transformer(nn.Module):
         self.rope_sin.copy_(sin)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, pos: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of shape (B, T, vocab_size); with ``targets``, the mean cross-entropy instead.
 
         ``targets`` entries equal to -100 are ignored. ``cache``/``pos`` are for generation:
         tokens sit at positions pos..pos+T-1 and their keys/values are stored in the cache.
+        ``positions`` (B, T) are for packed rows: each token's position within its example,
+        0 where an example starts; a token attends only to its own example's earlier tokens.
         """
         T = tokens.shape[1]
         if pos + T > self.config.max_seq_len:
             raise ValueError(f"sequence of {pos + T} positions exceeds max_seq_len {self.config.max_seq_len}")
-        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        mask = None
+        if positions is None:
+            cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        else:
+            if cache is not None:
+                raise ValueError("packed rows (positions) are for training; generation uses the cache")
+            # (B, 1, T, head_dim): one table row per token, broadcast over the heads.
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+            mask = document_mask(positions)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin, cache, pos)
+            h = layer(h, cos, sin, cache, pos, mask)
         if targets is None:
             return self.loss_head.logits(h, self.norm.weight, self.output.weight)
         return self.loss_head(h, self.norm.weight, self.output.weight, targets)

@@ -1,4 +1,4 @@
-"""What SFT and DPO share: instruction data, padded example batches, and a Trainer for them.
+"""What SFT and DPO share: instruction data, example batches, and a Trainer for them.
 
 Data files are a JSON array or JSON Lines. A record is one of
 
@@ -13,11 +13,14 @@ A bad record is an error naming the file, the record number and the key. Validat
 examples are either ``data.val_file`` or a ``val_fraction`` of the training file drawn by a
 seeded permutation (the same split whatever the batch size or the run).
 
-Batches: examples are padded (never packed, so no example attends to another) to the
-longest in the batch, after truncation to ``seq_len + 1`` tokens. Targets are -100 where
-there is no loss. Batch ``i`` is a pure function of (seed, i): each epoch is a seeded
-permutation of the examples, so the resumable position is one integer, as in
-``model/data.py``.
+Batches: examples are truncated to ``seq_len + 1`` tokens, then either padded to the
+longest in the batch (the default), or, with ``data.packing`` (SFT only), joined into rows of
+at most ``seq_len`` inputs (``pack_rows``: first-fit decreasing, done once; the items that
+``ExampleBatches`` shuffles and batches are then rows, and ``batch_size`` counts rows).
+Either way no example attends to another: packed rows carry per-token positions that
+restart at each example, from which the model builds its document mask. Targets are -100
+where there is no loss. Batch ``i`` is a pure function of (seed, i): each epoch is a seeded
+permutation of the items, so the resumable position is one integer, as in ``model/data.py``.
 
 ``PostTrainer`` is ``model.trainer.Trainer`` with two hooks overridden: ``build_model`` (an
 existing checkpoint instead of a fresh init) and ``build_data`` (the batches above); SFT and
@@ -28,6 +31,7 @@ TensorBoard), learning-rate schedule, optimizer and DDP/FSDP wrapping are the Tr
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +60,7 @@ class ChatDataConfig:
     seq_len: int = 512  # tokens per example (longer ones are truncated)
     system_prompt: str | None = None  # prepended to every conversation that has none
     max_examples: int | None = None  # use only the first N training records
+    packing: bool = False  # SFT: several examples per row of seq_len, attention kept within each
 
     def __post_init__(self) -> None:
         if not self.train_file:
@@ -164,12 +169,34 @@ def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of examples grouped into rows of at most ``capacity`` tokens, best-fit
+    decreasing: longest first, each into the row with the least room that still fits it (at
+    most 11/9 of the optimal row count plus one; in practice a few percent of padding).
+    Deterministic; O(n log n) searches, so it packs 100k examples in about a second."""
+    if any(n > capacity for n in lengths):
+        raise ValueError(f"an example of {max(lengths)} tokens does not fit a row of {capacity}")
+    rows: list[list[int]] = []
+    open_rows: list[tuple[int, int]] = []  # (room left, row), sorted; full rows leave
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        at = bisect.bisect_left(open_rows, (lengths[i], -1))
+        if at == len(open_rows):
+            room, row = capacity, len(rows)
+            rows.append([])
+        else:
+            room, row = open_rows.pop(at)
+        rows[row].append(i)
+        if room > lengths[i]:
+            bisect.insort(open_rows, (room - lengths[i], row))
+    return rows
+
+
 class ExampleBatches:
-    """Padded batches of pre-tokenized examples for one rank, resumable by batch index.
+    """Batches of pre-tokenized examples (or packed rows) for one rank, resumable by batch index.
 
     Args:
-        examples: one item per example, turned into tensors by ``collate``.
-        collate: list of examples -> tuple of tensors.
+        examples: the items of a batch (an example, or a packed row), turned into tensors by ``collate``.
+        collate: list of items -> tuple of tensors.
         batch_size: examples per batch on this rank.
         rank, world_size: this process's share of each global batch.
         seed: with the epoch number, fixes the order of the examples.
@@ -272,15 +299,24 @@ class PostTrainer(Trainer):
         train_records, val_records = split_records(self.config.data)
         batch_args = dict(batch_size=tc.batch_size, rank=self.world.rank, world_size=self.world.world_size,
                           seed=tc.seed)
-        train = ExampleBatches(self.examples(train_records), self.collate, **batch_args)
-        val = (ExampleBatches(self.examples(val_records), self.collate, shuffle=False, **batch_args)
+        train_examples = self.examples(train_records)
+        val_examples = self.examples(val_records) if val_records else []
+        self.example_counts = {"train": len(train_examples), "val": len(val_examples)}
+        train = ExampleBatches(self.batch_items(train_examples), self.collate, **batch_args)
+        val = (ExampleBatches(self.batch_items(val_examples), self.collate, shuffle=False, **batch_args)
                if val_records else None)
-        self._print(f"{len(train.examples)} training and {len(val.examples) if val else 0} validation examples "
+        rows = (f" in {len(train.examples)} and {len(val.examples) if val else 0} packed rows"
+                if self.config.data.packing else "")
+        self._print(f"{len(train_examples)} training and {len(val_examples)} validation examples{rows} "
                     f"from {self.config.data.train_file}")
         return train, val
 
     def examples(self, records: list[tuple[str, dict]]) -> list[Any]:
         raise NotImplementedError
+
+    def batch_items(self, examples: list[Any]) -> list[Any]:
+        """What ``ExampleBatches`` shuffles and batches: the examples themselves by default."""
+        return examples
 
     def collate(self, examples: list[Any]) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError

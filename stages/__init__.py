@@ -41,6 +41,7 @@ STAGE_KINDS: dict[str, str] = {
     "tokenize": "stages.tokens.tokenize:Tokenize",
     "pretrain": "stages.training.pretrain:Pretrain",
     "sft": "stages.training.sft:SFT",
+    "dpo": "stages.training.dpo:DPO",
 }
 
 
