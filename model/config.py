@@ -25,18 +25,43 @@ class TrainConfigError(ValueError):
 
 
 @dataclass
+class MixtureSource:
+    """One source of a data mixture: a token-shard directory, its weight, an epoch limit."""
+
+    dir: str | None = None  # folder of train-*.bin / val-*.bin, as DataConfig.dir
+    weight: float = 1.0  # relative; the weights of a mixture are normalised to sum to 1
+    max_epochs: float | None = None  # at most this many passes over the source; None: no limit
+
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise ValueError("dir is required (the source's token-shard folder)")
+        if not self.weight > 0:
+            raise ValueError(f"weight must be > 0, got {self.weight}")
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise ValueError(f"max_epochs must be > 0, got {self.max_epochs}")
+
+
+@dataclass
 class DataConfig:
-    """Where tokens come from: a token-shard directory, or text files tokenized per character."""
+    """Where tokens come from: a token-shard directory, a weighted mixture of several
+    (``model/mixture.py``), or text files tokenized per character."""
 
     dir: str | None = None  # folder of train-*.bin / val-*.bin (model/data.py)
+    mixture: dict[str, MixtureSource] | None = None  # source name -> token shards, weight, epoch limit
+    on_exhausted: str = "drop"  # a source at its epoch limit: "drop" it (renormalise) or "stop" training
     text_files: list[str] | None = None  # character-level path (model/char_text.py)
     val_fraction: float = 0.1  # character-level path only: last fraction of the text
     seq_len: int = 256
     sampling: str = "random"  # "random" windows or "sequential" packing
 
     def __post_init__(self) -> None:
-        if (self.dir is None) == (self.text_files is None):
-            raise ValueError("set exactly one of dir (token shards) and text_files (character level)")
+        if sum(x is not None for x in (self.dir, self.mixture, self.text_files)) != 1:
+            raise ValueError("set exactly one of dir (token shards), mixture (several token-shard folders "
+                             "with weights) and text_files (character level)")
+        if self.mixture is not None and not self.mixture:
+            raise ValueError("mixture needs at least one source")
+        if self.on_exhausted not in ("drop", "stop"):
+            raise ValueError(f"on_exhausted must be 'drop' or 'stop', got {self.on_exhausted!r}")
         if self.sampling not in ("random", "sequential"):
             raise ValueError(f"sampling must be 'random' or 'sequential', got {self.sampling!r}")
         if not 0 < self.val_fraction < 1:
@@ -116,6 +141,13 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise TrainConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TrainConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {_check_type(k, args[0], f"{where} key"): _check_type(v, args[1], _join(where, str(k)))
+                for k, v in value.items()}
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     # bool is an int subclass; a YAML `true` where a number belongs is a mistake.

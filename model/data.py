@@ -91,6 +91,8 @@ class ShardDataset:
         per_shard = np.maximum(lengths - seq_len, 0) if sampling == "random" else np.maximum((lengths - 1) // seq_len, 0)
         self._cumulative = np.cumsum(per_shard)
         self.num_windows = int(self._cumulative[-1])
+        # One epoch = the non-overlapping windows, whatever the sampling (what a mixture counts).
+        self.epoch_windows = int(np.maximum((lengths - 1) // seq_len, 0).sum())
         if self.num_windows == 0:
             raise TokenShardError(f"{split} shards in {directory} hold {lengths.sum()} tokens, "
                              f"too few for one window of {seq_len + 1}")
@@ -104,15 +106,20 @@ class ShardDataset:
             ids = (batch_index * global_batch + np.arange(global_batch)) % self.num_windows
         return ids[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
-    def batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch number ``batch_index`` for this rank; does not move the position."""
+    def windows(self, window_ids: np.ndarray) -> np.ndarray:
+        """The tokens of windows ``window_ids`` (each in [0, num_windows)), int64 of shape
+        (len(window_ids), seq_len + 1)."""
         rows = []
-        for window in self._window_ids(batch_index):
+        for window in window_ids:
             shard_id = int(np.searchsorted(self._cumulative, window, side="right"))
             local = int(window - (self._cumulative[shard_id - 1] if shard_id else 0))
             start = local if self.sampling == "random" else local * self.seq_len
             rows.append(self.shards[shard_id].tokens[start:start + self.seq_len + 1])
-        window_tokens = torch.from_numpy(np.stack(rows).astype(np.int64))
+        return np.stack(rows).astype(np.int64)
+
+    def batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch number ``batch_index`` for this rank; does not move the position."""
+        window_tokens = torch.from_numpy(self.windows(self._window_ids(batch_index)))
         return window_tokens[:, :-1], window_tokens[:, 1:]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +142,9 @@ class ShardDataset:
                 "global_batch": self.batch_size * self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
+        if "sources" in state:
+            raise TokenShardError("data state was saved by a mixture of sources (data.mixture); this run reads "
+                                  "one directory (data.dir)")
         mine = self.state_dict()
         for key in ("sampling", "seed", "global_batch"):
             if state[key] != mine[key]:

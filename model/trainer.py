@@ -7,7 +7,10 @@ hooks and nothing else:
 - ``build_model()``: the model, on ``self.device`` (pretraining: a fresh init sized to the
   token shards; post-training: a checkpoint);
 - ``build_data()``: (train, validation) batch sources; a source has ``batch(i)``, a
-  ``batch_index`` position, ``validation_batches(n)`` and ``state_dict()``;
+  ``batch_index`` position, ``validation_batches(n)`` and ``state_dict()``, and may have
+  ``data_end(n)`` (why the next n batches do not exist, or None: training stops before a
+  step that lacks data) and ``stats()`` (host-side values added to the last record of each
+  logged window, such as a mixture's per-source tokens, share and epochs);
 - ``compute_loss(batch) -> (loss, metrics, tokens)``: the mean loss of a micro-batch, extra
   scalar tensors to log, and the tokens it processed;
 - ``evaluate() -> dict``: validation scalars (by default the loss and metrics of
@@ -58,12 +61,24 @@ from model.char_text import prepare_char_shards
 from model.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
 from model.config import PretrainConfig, TrainConfigError, accumulation_steps
 from model.data import ShardDataset, describe_shards
+from model.mixture import MixtureDataset, describe_mixture, mixture_sources
 from model.hardware import default_device, peak_flops_for
 from model.llama import Transformer
 
 Batch = tuple[torch.Tensor, ...]
 # Record keys every step has; anything else a loss hook or evaluation adds is printed on a second line.
 STANDARD_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "val_loss", "skipped")
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    """The numbers of a log record, nested ones as ``mixture/web/share``."""
+    out = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out += _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 class TrainingHalted(RuntimeError):
@@ -143,7 +158,9 @@ class DeviceBatches:
             current.wait_stream(self.stream)
             for t in batch:
                 t.record_stream(current)
-            self._ahead = (index + 1, self._fetch(index + 1))
+            data_end = getattr(self.source, "data_end", None)
+            if data_end is None or data_end(1) is None:  # no batch to prefetch past the end of the data
+                self._ahead = (index + 1, self._fetch(index + 1))
         return batch
 
 
@@ -198,6 +215,7 @@ class Trainer:
         self._pending: list[_PendingStep] = []
         self._window_start = 0.0
         self._halt: str | None = None
+        self._data_end: str | None = None  # why the training data has no next step
         self._tensorboard = None
         if tc.resume and (latest := latest_checkpoint(self.checkpoint_dir)) is not None:
             self.load_state_dict(read_checkpoint(latest))
@@ -206,16 +224,18 @@ class Trainer:
     # -- hooks --------------------------------------------------------------------------
 
     def build_model(self) -> Transformer:
-        """A fresh model whose vocabulary fits the token shards (``self.data_dir``)."""
+        """A fresh model whose vocabulary fits the token shards (``self.data_dir``, or every
+        source of ``data.mixture``)."""
         self.data_dir = self._prepare_data()
-        shards = describe_shards(self.data_dir)
+        mixture = self.config.data.mixture
+        shards = describe_mixture(mixture_sources(mixture)) if mixture else describe_shards(self.data_dir)
         self.tokenizer_path = shards["tokenizer"]
         model_config = self.config.model
         if model_config.vocab_size is None:
             model_config = dataclasses.replace(model_config, vocab_size=shards["vocab_size"])
         elif model_config.vocab_size < shards["vocab_size"]:
             raise TrainConfigError(f"model.vocab_size {model_config.vocab_size} is smaller than the shards' "
-                                   f"vocab_size {shards['vocab_size']} in {self.data_dir}")
+                                   f"vocab_size {shards['vocab_size']} in {self.data_dir or 'data.mixture'}")
         seq_len = self.config.data.seq_len
         if seq_len > model_config.max_seq_len:
             raise TrainConfigError(f"data.seq_len {seq_len} exceeds model.max_seq_len {model_config.max_seq_len}")
@@ -226,6 +246,10 @@ class Trainer:
         dc, tc = self.config.data, self.config.train
         data_args = dict(seq_len=dc.seq_len, batch_size=tc.batch_size, rank=self.world.rank,
                          world_size=self.world.world_size, seed=tc.seed)
+        if dc.mixture:
+            sources = mixture_sources(dc.mixture)
+            return (MixtureDataset(sources, "train", sampling=dc.sampling, on_exhausted=dc.on_exhausted, **data_args),
+                    MixtureDataset.validation(sources, **data_args))
         train = ShardDataset(self.data_dir, "train", sampling=dc.sampling, **data_args)
         has_val = any(Path(self.data_dir).glob("val-*.bin"))
         return train, ShardDataset(self.data_dir, "val", sampling="sequential", **data_args) if has_val else None
@@ -260,8 +284,10 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _prepare_data(self) -> Path:
+    def _prepare_data(self) -> Path | None:
         dc = self.config.data
+        if dc.mixture:
+            return None
         if dc.dir is not None:
             return Path(dc.dir)
         data_dir = self.out_dir / "data"
@@ -365,6 +391,10 @@ class Trainer:
             records.append(record)
         if evaluate:
             records[-1].update(self.evaluate())
+        if hasattr(self.train_data, "stats"):
+            records[-1].update(self.train_data.stats())
+        if self._data_end is not None:
+            records[-1]["data_end"] = self._data_end
         self._log(records)
         if self._halt is not None:
             raise TrainingHalted(self._halt)
@@ -393,14 +423,22 @@ class Trainer:
             else:
                 self._tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
         saved_at = None
-        while self.step < last:
+        data_end = getattr(self.train_data, "data_end", None)
+        if data_end is not None:
+            self._data_end = data_end(self.grad_accum_steps)
+        while self.step < last and self._data_end is None:
             self.train_step()
-            at_eval = bool(tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.max_steps))
-            if self._read_now(at_eval, last):
+            if data_end is not None:  # the next step's batches are planned now, on the host
+                self._data_end = data_end(self.grad_accum_steps)
+            at_eval = bool(tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.max_steps
+                                              or self._data_end is not None))
+            if self._read_now(at_eval, last) or self._data_end is not None:
                 records += self.read_steps(evaluate=at_eval)
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                 self.save_checkpoint()
                 saved_at = self.step
+        if self._data_end is not None:
+            self._print(f"stopping at step {self.step}: {self._data_end}")
         if records and saved_at != self.step:
             self.save_checkpoint()
         return records
@@ -413,8 +451,8 @@ class Trainer:
             f.writelines(json.dumps(record) + "\n" for record in records)
         for record in records:
             if self._tensorboard is not None:
-                for key, value in record.items():
-                    if key != "step" and isinstance(value, (int, float)):
+                for key, value in _scalars(record):
+                    if key != "step":
                         self._tensorboard.add_scalar(key, value, record["step"])
             if record["step"] % self.config.train.log_every == 0 or "val_loss" in record or record.get("skipped"):
                 mfu = f" mfu {record['mfu'] * 100:.1f}%" if record["mfu"] is not None else ""
@@ -423,9 +461,13 @@ class Trainer:
                 print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
                       f"grad {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s{mfu}{skipped}",
                       file=sys.stdout, flush=True)
-                extra = {k: v for k, v in record.items() if k not in STANDARD_KEYS}
+                extra = {k: v for k, v in record.items() if k not in STANDARD_KEYS and isinstance(v, (int, float))}
                 if extra:
                     print("       " + " ".join(f"{k} {v:.4f}" for k, v in extra.items()), file=sys.stdout, flush=True)
+                if "mixture" in record:
+                    print("       mixture " + ", ".join(
+                        f"{name} {s['share']:.1%} ({s['epochs']:.2f} ep{', exhausted' if s['exhausted_at_tokens'] else ''})"
+                        for name, s in record["mixture"].items()), file=sys.stdout, flush=True)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs (a collective under DDP/FSDP: every rank must call it)."""

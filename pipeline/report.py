@@ -23,7 +23,9 @@ renders (stages are found by their `manifest.json`, listed in `run.json`'s order
   copy), or a trainer output folder's log (`lmforge report runs/tiny`; the caller names
   the file, `trainer_log`): training and validation loss with the learning rate,
   tokens/s and MFU, and the stage's declared `sample` text. A resumed run logs some steps
-  twice; the later record wins.
+  twice; the later record wins. A run on a data mixture (records with `mixture`: per source
+  tokens, share, epochs, target, exhausted_at_tokens) adds a **Data mixture** table of the
+  realised proportions and a plot of each source's share as training went.
 
 The report knows no stage kind by name: what a stage is and which files it offers come
 from the declarations its kind recorded in the manifest (pipeline/stage.py: `filters`,
@@ -429,7 +431,37 @@ def training_section(run_dir: Path, stages: list[StageView], plots: PlotWriter,
     section.tables.append({"caption": "Runs", "header": [
         "run", "parameters", "steps", "tokens", "first loss", "last loss", "best val loss",
         "median tokens/s", "median MFU", "skipped steps"], "rows": rows})
+    mixture_table(section, logs, plots)
     return section
+
+
+def mixture_table(section: Section, logs: list[tuple[str, list[dict[str, Any]], Any]],
+                  plots: PlotWriter) -> None:
+    """Realised proportions of the runs that trained on a data mixture: a table and a plot."""
+    rows = []
+    for name, records, _ in logs:
+        mixed = [r for r in records if isinstance(r.get("mixture"), dict)]
+        if not mixed:
+            continue
+        fig, ax = plots.figure(1, 1, figsize=(8, 3.5))
+        for source in mixed[-1]["mixture"]:
+            ax.plot([r["step"] for r in mixed], [100 * r["mixture"][source]["share"] for r in mixed],
+                    lw=1.5, label=source)
+        ax.set_xlabel("step")
+        ax.set_ylabel("share of windows so far (%)")
+        ax.legend(loc="best")
+        ax.set_title(f"{name}: data mixture")
+        section.plots.append(plots.save(fig, f"mixture-{name}", f"realised data mixture of {name}"))
+        for source, s in mixed[-1]["mixture"].items():
+            at = s.get("exhausted_at_tokens")
+            rows.append([name, source, f"{100 * s.get('target', 0):.1f}%", f"{100 * s['share']:.1f}%",
+                         f"{s['tokens']:,}", f"{s['epochs']:.2f}",
+                         f"exhausted at {at:,} tokens" if at is not None else "active"])
+        if "data_end" in mixed[-1]:
+            rows.append([name, "-", "", "", "", "", mixed[-1]["data_end"]])
+    if rows:
+        section.tables.append({"caption": "Data mixture", "header": [
+            "run", "source", "target share", "realised share", "tokens", "epochs", "status"], "rows": rows})
 
 
 def samples_section(stages: list[StageView], k: int) -> Section | None:
