@@ -8,6 +8,12 @@ A checkpoint is a directory ``ROOT/step-00001234/`` holding
 - ``trainer_state.json``: step, scheduler, data position, run config, optimizer hyper-parameters;
 - ``tokenizer.json`` when the training data came with one.
 
+The weights and optimizer moments are always full tensors in this one layout, whatever
+parallelism trained them: ``model/parallel.py`` gathers FSDP2, tensor-parallel and pipeline
+shards (and undoes the row order it gives the fused projections under tensor parallelism)
+before anything is written, and shards them again on load. So a checkpoint from any layout
+resumes under any other, and ``generate``/``export-hf`` read it as a one-process one.
+
 Everything is written into a hidden temp directory, each file fsynced, then the directory is
 renamed into place and its parent fsynced. A directory named ``step-<8 digits>`` therefore is
 complete by construction; anything else under ROOT (temp dirs of a killed run) is ignored.

@@ -1,6 +1,7 @@
 """The pretraining config: strict dataclasses loaded from YAML.
 
-Three sections, ``model`` (``ModelConfig`` from ``model/llama.py``), ``data`` and ``train``;
+Four sections, ``model`` (``ModelConfig`` from ``model/llama.py``), ``data``, ``train`` and
+``parallel`` (how the ranks of a torchrun job split the work, ``model/parallel.py``);
 every key has a default, so a preset names only what it changes. An unknown key, a value of
 the wrong type or a value out of range is an error that names the file and the key, raised
 before anything is built. Relative paths are taken from the current directory (run from the
@@ -118,13 +119,61 @@ class TrainConfig:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
 
 
+PIPELINE_SCHEDULES = ("1f1b", "interleaved_1f1b")
+
+
+@dataclass
+class ParallelConfig:
+    """How the ranks of a torchrun job divide the work (``model/parallel.py``).
+
+    ``dp x tp x pp`` must equal WORLD_SIZE: ``tp`` ranks split each matmul (tensor
+    parallelism, sequence parallelism on the norms), ``pp`` groups of them run consecutive
+    layers (pipeline parallelism), and ``dp`` copies of that see different data. With
+    ``tp`` or ``pp`` above 1 the ``dp`` ranks shard with FSDP2; with both at 1,
+    ``train.parallel`` picks DDP or FSDP2 as before. ``pp_microbatches`` splits each rank's
+    micro-batch of ``train.batch_size`` sequences for the pipeline schedule.
+    """
+
+    dp: int = -1  # -1: WORLD_SIZE / (tp * pp)
+    tp: int = 1
+    pp: int = 1
+    pp_schedule: str = "1f1b"  # "1f1b" (one stage per rank) or "interleaved_1f1b" (two)
+    pp_microbatches: int | None = None  # None: one per pipeline stage
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dp == 0 or self.dp < -1:
+            raise ValueError(f"dp must be >= 1, or -1 for WORLD_SIZE / (tp * pp), got {self.dp}")
+        if self.pp_schedule not in PIPELINE_SCHEDULES:
+            raise ValueError(f"pp_schedule must be one of {', '.join(PIPELINE_SCHEDULES)}, got {self.pp_schedule!r}")
+        if self.pp_microbatches is not None and self.pp_microbatches < 1:
+            raise ValueError(f"pp_microbatches must be >= 1, got {self.pp_microbatches}")
+
+    @property
+    def stages_per_rank(self) -> int:
+        return 2 if self.pp_schedule == "interleaved_1f1b" else 1
+
+    def degrees(self, world_size: int) -> tuple[int, int, int]:
+        """(dp, tp, pp) for ``world_size`` ranks; TrainConfigError when they do not multiply to it."""
+        dp = world_size // (self.tp * self.pp) if self.dp == -1 else self.dp
+        if dp * self.tp * self.pp != world_size:
+            shown = "WORLD_SIZE / (tp * pp)" if self.dp == -1 else str(self.dp)
+            raise TrainConfigError(
+                f"parallel: dp {shown} x tp {self.tp} x pp {self.pp} must equal WORLD_SIZE {world_size} (the number "
+                f"of torchrun processes, --nnodes x --nproc_per_node); change parallel.dp/tp/pp or the process count")
+        return dp, self.tp, self.pp
+
+
 @dataclass
 class PretrainConfig:
-    """A whole pretraining run: model shape, data, and optimisation."""
+    """A whole pretraining run: model shape, data, optimisation and the parallel layout."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(dir="data"))
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -186,10 +186,13 @@ class Attention(nn.Module):
                 mask: torch.Tensor | BlockMask | None = None) -> torch.Tensor:
         """``mask``: ``document_mask`` of packed rows (then no cache); None: causal."""
         B, T, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.widths, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        qkv = self.wqkv(x)
+        # Under tensor parallelism this rank's wqkv yields 1/tp of the heads (model/parallel.py).
+        shards = sum(self.widths) // qkv.shape[-1]
+        q, k, v = qkv.split([width // shards for width in self.widths], dim=-1)
+        q = q.view(B, T, -1, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, -1, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         gqa = self.n_kv_heads != self.n_heads
@@ -256,9 +259,11 @@ class LossHead(nn.Module):
         return F.linear(rms_norm(h, norm_weight, self.eps), output_weight)[..., :self.vocab_size]
 
     def forward(self, h: torch.Tensor, norm_weight: torch.Tensor, output_weight: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over targets != -100."""
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy over targets != -100; without ``targets``, the logits."""
         logits = self.logits(h, norm_weight, output_weight)
+        if targets is None:
+            return logits
         return F.cross_entropy(logits.flatten(0, -2).float(), targets.reshape(-1), ignore_index=-100)
 
 
@@ -322,8 +327,6 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, cache, pos, mask)
-        if targets is None:
-            return self.loss_head.logits(h, self.norm.weight, self.output.weight)
         return self.loss_head(h, self.norm.weight, self.output.weight, targets)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

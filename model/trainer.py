@@ -12,7 +12,8 @@ hooks and nothing else:
   step that lacks data) and ``stats()`` (host-side values added to the last record of each
   logged window, such as a mixture's per-source tokens, share and epochs);
 - ``compute_loss(batch) -> (loss, metrics, tokens)``: the mean loss of a micro-batch, extra
-  scalar tensors to log, and the tokens it processed;
+  scalar tensors to log, and the tokens it processed (``forward_backward`` runs it and the
+  backward pass; under pipeline parallelism the schedule does both, so it is not a hook);
 - ``evaluate() -> dict``: validation scalars (by default the loss and metrics of
   ``compute_loss`` over the validation batches, each weighted by ``eval_weight(batch)``).
 
@@ -184,7 +185,7 @@ class Trainer:
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
         tc = config.train
-        self.world = parallel.init_distributed(default_device(tc.device).type)
+        self.world = parallel.init_distributed(default_device(tc.device).type, getattr(config, "parallel", None))
         self.device = default_device(tc.device, self.world.local_rank)
         self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
         self.out_dir = Path(tc.out_dir)
@@ -202,10 +203,14 @@ class Trainer:
         self.model_config = model.config
         self.flops_per_token = model.flops_per_token(config.data.seq_len)
         self.num_params = model.num_params()
-        self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16)
+        self.model = parallel.parallelize(model, self.world, tc.parallel, tc.compile, self.bf16,
+                                          getattr(config, "parallel", None), config.data.seq_len)
+        if isinstance(self.model, parallel.PipelineModel) and type(self).compute_loss is not Trainer.compute_loss:
+            raise TrainConfigError(f"{type(self).__name__} computes its own loss, which a pipeline schedule "
+                                   "cannot run; use parallel.pp: 1")
         self.optimizer = self._build_optimizer()
         self.peak_flops = peak_flops_for(self.device, tc.peak_flops) if self.measures_mfu else None
-        self.grad_accum_steps = accumulation_steps(tc, config.data.seq_len, self.world.world_size)
+        self.grad_accum_steps = accumulation_steps(tc, config.data.seq_len, self.world.dp)
 
         self.train_data, self.val_data = self.build_data()
         self._batches = DeviceBatches(self.train_data, self.device)
@@ -244,8 +249,8 @@ class Trainer:
     def build_data(self) -> tuple[Any, Any | None]:
         """(train, validation) windows of the token shards; no validation without val shards."""
         dc, tc = self.config.data, self.config.train
-        data_args = dict(seq_len=dc.seq_len, batch_size=tc.batch_size, rank=self.world.rank,
-                         world_size=self.world.world_size, seed=tc.seed)
+        data_args = dict(seq_len=dc.seq_len, batch_size=tc.batch_size, rank=self.world.dp_rank,
+                         world_size=self.world.dp, seed=tc.seed)
         if dc.mixture:
             sources = mixture_sources(dc.mixture)
             return (MixtureDataset(sources, "train", sampling=dc.sampling, on_exhausted=dc.on_exhausted, **data_args),
@@ -258,6 +263,16 @@ class Trainer:
         """Next-token cross-entropy over every position of a window batch."""
         inputs, targets = batch
         return self.model(inputs, targets), {}, inputs.numel()
+
+    def forward_backward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | torch.Tensor]:
+        """``compute_loss`` of a micro-batch and the backward pass of its share of the step's
+        loss; a pipeline schedule (``parallel.pp`` > 1) runs both over its own microbatches."""
+        if isinstance(self.model, parallel.PipelineModel):
+            inputs, targets = batch
+            return self.model.forward_backward(inputs, targets, self.grad_accum_steps), {}, inputs.numel()
+        loss, metrics, tokens = self.compute_loss(batch)
+        (loss / self.grad_accum_steps).backward()
+        return loss, metrics, tokens
 
     def eval_weight(self, batch: Batch) -> float | torch.Tensor:
         """How much a validation batch counts in ``evaluate``'s averages (all batches alike here)."""
@@ -336,22 +351,19 @@ class Trainer:
         for micro in range(self.grad_accum_steps):
             batch = self._batches.next()
             with parallel.gradient_sync(self.model, enabled=micro == self.grad_accum_steps - 1), self._autocast():
-                loss, metrics, micro_tokens = self.compute_loss(batch)
-                (loss / self.grad_accum_steps).backward()
+                loss, metrics, micro_tokens = self.forward_backward(batch)
             tokens = tokens + micro_tokens
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0) + value.detach().float() / self.grad_accum_steps
         # Clipping at +inf still returns the global norm (and, sharded, it is a collective).
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip or float("inf"))
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = parallel.clip_grad_norm_(self.model, self.config.train.grad_clip or float("inf"))
         values = {key: parallel.all_reduce_mean(value) for key, value in sums.items()}
         finite = torch.isfinite(values["loss"]) & torch.isfinite(grad_norm)
         step_if_finite(self.optimizer, finite)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._pending.append(_PendingStep(self.step, lr, values, grad_norm.detach(), finite,
-                                          tokens * self.world.world_size))
+                                          tokens * self.world.dp))
 
     def read_steps(self, evaluate: bool = False) -> list[dict[str, Any]]:
         """Read the steps run since the last call to the host (one transfer), log one record per
