@@ -501,7 +501,12 @@ def register(subparsers: Any, run: Callable[..., Any]) -> None:
 
 
 def _cmd(args: Any, run: Callable[..., Any]) -> int:
-    summary = run_ablation(args.ablation, run, executor=args.executor, workers=args.workers)
+    import contextlib
+    import sys
+
+    # With --json, stdout is the JSON alone: what the stages print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        summary = run_ablation(args.ablation, run, executor=args.executor, workers=args.workers)
     print(json.dumps(summary, indent=2) if args.json else
           format_table(summary) + f"\n\nhtml: {summary['html']}")
     return 0

@@ -107,3 +107,34 @@ def test_remove_rewires_consumers(tmp_path):
     _, config, names, _ = ablate.build_run(path)
     assert config["stages"][names["a"]["long"]]["inputs"] == ["ingest"]
     assert "short" not in names["a"]
+
+
+def test_two_arms_end_to_end_shared_stages_once_and_a_rerun_is_a_noop(tmp_path, capsys):
+    from pipeline.cli import main
+
+    path = write_project(tmp_path, {"default": {}, "raw": {"raw": "ingest"}}, seeds=(0, 1))
+    assert main(["ablate", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    run = tmp_path / "run"
+    ran = json.loads((run / "run.json").read_text())["stages"]
+    assert ran.count("ingest") == 1 and "ingest__raw" not in ran  # one ingest for both arms
+    for arm in ("default", "raw"):
+        row = summary["arms"][arm]
+        assert set(row["seeds"]) == {"0", "1"}
+        for seed in row["seeds"].values():
+            assert seed["train_tokens"] == 4096 // (4 * 32) * 4 * 32  # the same budget
+            assert 0 < seed["kjv"] < 20
+        assert row["kjv"]["mean"] == sum(row["kjv"]["values"]) / 2
+        assert row["kjv"]["spread"] == max(row["kjv"]["values"]) - min(row["kjv"]["values"])
+    # the held-out chapter planted in the corpus was removed before any arm trained on it
+    assert summary["arms"]["default"]["composition"]["decontaminate: decontaminate:ngram"] == 1
+    assert summary["arms"]["raw"]["composition"] == {"decontaminate: decontaminate:ngram": 1}
+    assert summary["arms"]["default"]["docs"] == 30 - summary["arms"]["default"]["composition"].get(
+        "short: filter:min_words", 0)
+    assert (run / "ablation" / "ablation.html").read_text().count("<table") >= 2
+
+    manifests = {p: p.stat().st_mtime_ns for p in run.glob("*/manifest.json")}
+    assert main(["ablate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| default |" in out and "| raw |" in out and "kjv bits/byte" in out
+    assert {p: p.stat().st_mtime_ns for p in run.glob("*/manifest.json")} == manifests
