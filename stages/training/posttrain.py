@@ -34,7 +34,7 @@ from stages.training.scratch import TrainingScratch, local_inputs, uploading
 
 class PostTrainParams(Params):
     preset: str | None = None  # a post-training YAML whose sections are the base
-    data: dict[str, Any] = {}  # train_file, val_file, val_fraction, seq_len, system_prompt, ...
+    data: dict[str, Any] = {}  # train_file, val_file, val_fraction, seq_len, packing (sft), ...
     train: dict[str, Any] = {}
 
     # The model/ config class ("module:Class") and the sections besides data and train.

@@ -86,3 +86,21 @@ def test_posttrain_config_loads():
     loaded = config_from_dict(raw, stage_class_for)
     kinds = [loaded.stages[name].stage_class.kind for name in ("pretrain", "sft", "dpo")]
     assert kinds == ["pretrain", "sft", "dpo"]
+
+
+def test_on_an_object_store_checkpoints_are_uploaded(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    root = f"/{tmp_path.name}"
+    run = config(tmp_path)
+    run["run_dir"] = f"memory://{root}"
+    run["stages"]["dpo"]["params"]["train"]["checkpoint_every"] = 3
+    try:
+        assert [o.status for o in pipeline.run(run)] == ["ran"] * 6
+        files = {p.removeprefix(f"{root}/dpo/") for p in memory.find(f"{root}/dpo")}
+        assert {"model/model.safetensors", "model/model.json", "model/tokenizer.json", "train_log.jsonl",
+                "train/checkpoints/step-00000003.done", "train/checkpoints/step-00000006.done",
+                "train/checkpoints/step-00000006/model.safetensors"} <= files
+        assert [o.status for o in pipeline.run(run)] == ["skipped"] * 6
+    finally:
+        memory.rm(root, recursive=True)
