@@ -92,6 +92,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping (the norm is still logged)
     eval_every: int = 100  # 0 disables periodic validation
     eval_batches: int = 20
+    # Held-out scores (model/eval.py), logged as bpb/NAME, acc/NAME, acc_norm/NAME:
+    eval_text: dict[str, str] = field(default_factory=dict)  # name -> text file, bits per byte
+    eval_tasks: dict[str, str] = field(default_factory=dict)  # name -> multiple-choice JSONL
+    eval_sets_every: int = 0  # steps between them (and at max_steps); 0: at max_steps only
     log_every: int = 10
     checkpoint_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 3
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if self.batch_tokens is not None and self.batch_tokens < 1:
             raise ValueError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
+        if self.eval_sets_every < 0:
+            raise ValueError(f"eval_sets_every must be >= 0, got {self.eval_sets_every}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
 

@@ -180,7 +180,7 @@ def named_paths(specs: Sequence[str]) -> dict[str, str]:
     """``NAME=PATH`` strings as {name: path}; a bare PATH is named by its file stem."""
     named: dict[str, str] = {}
     for spec in specs:
-        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem.removesuffix(".jsonl"), "", spec)
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).stem, "", spec)
         if not name or not path:
             raise EvalDataError(f"{spec!r}: expected NAME=PATH")
         if name in named:
@@ -193,7 +193,9 @@ def named_paths(specs: Sequence[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class _Sequence:
+class _Window:
+    """Token ids fed to the model (all but the last) and scored from position ``first`` on."""
+
     ids: list[int]  # inputs followed by the last target: scored targets are ids[1:][first:]
     first: int  # index of the first scored target among ids[1:]
 
@@ -219,7 +221,7 @@ class Evaluator:
         except Exception as e:  # tokenizers raises a bare Exception (a character a char vocab lacks)
             raise EvalDataError(f"{source}: cannot encode {text[:40]!r} with the model's tokenizer: {e}") from None
 
-    def _nll(self, sequences: list[_Sequence]) -> torch.Tensor:
+    def _nll(self, sequences: list[_Window]) -> torch.Tensor:
         """Summed negative log-likelihood (nats, float64, on the device) of each sequence's scored targets."""
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
         out = torch.zeros(len(sequences), dtype=torch.float64, device=self.device)
@@ -247,7 +249,7 @@ class Evaluator:
         stride = stride or self.context
         if not 1 <= stride <= self.context:
             raise ValueError(f"stride must lie in [1, {self.context}], got {stride}")
-        windows: list[_Sequence] = []
+        windows: list[_Window] = []
         tokens = n_bytes = 0
         for text in documents:
             encoding = self._encode(text, source)
@@ -263,7 +265,7 @@ class Evaluator:
             for begin in range(0, len(ids) - 1, stride):
                 end = min(begin + self.context, len(ids) - 1)  # this window's last target
                 if end > scored:
-                    windows.append(_Sequence(ids[begin:end + 1], scored - begin))
+                    windows.append(_Window(ids[begin:end + 1], scored - begin))
                     scored = end
         if not n_bytes:
             raise EvalDataError(f"{source}: no text to score")
@@ -283,7 +285,7 @@ class Evaluator:
                     raise EvalDataError(f"{source}: item {n + 1} choice {choice[:40]!r}: needs a context and at "
                                         f"most {self.context} tokens of continuation, has {len(continuation)}")
                 ids = (context + continuation)[-(self.context + 1):]
-                sequences.append(_Sequence(ids, len(ids) - 1 - len(continuation)))
+                sequences.append(_Window(ids, len(ids) - 1 - len(continuation)))
         nll = self._nll(sequences).tolist()
         scores, acc, acc_norm, k = [], 0, 0, 0
         for item in items:

@@ -15,7 +15,11 @@ hooks and nothing else:
   scalar tensors to log, and the tokens it processed (``forward_backward`` runs it and the
   backward pass; under pipeline parallelism the schedule does both, so it is not a hook);
 - ``evaluate() -> dict``: validation scalars (by default the loss and metrics of
-  ``compute_loss`` over the validation batches, each weighted by ``eval_weight(batch)``).
+  ``compute_loss`` over the validation batches, each weighted by ``eval_weight(batch)``);
+- ``evaluate_sets() -> dict``: held-out scores of the text sets and multiple-choice tasks
+  that ``train.eval_text`` / ``train.eval_tasks`` name (``model/eval.py``: ``bpb/NAME``,
+  ``acc/NAME``, ``acc_norm/NAME``), every ``eval_sets_every`` steps and at the last step;
+  the files are read when the Trainer is built, so a bad one fails before training starts.
 
 Choices that matter:
 
@@ -214,6 +218,7 @@ class Trainer:
 
         self.train_data, self.val_data = self.build_data()
         self._batches = DeviceBatches(self.train_data, self.device)
+        self._eval_sets = self._read_eval_sets()
         self.step = 0
         self.bad_steps = 0
         self._tokens_read = 0  # tokens of the steps already read to the host
@@ -297,7 +302,45 @@ class Trainer:
             total_weight += weight
         return {f"val_{key}": parallel.all_reduce_mean(value / total_weight).item() for key, value in sums.items()}
 
+    @torch.no_grad()
+    def evaluate_sets(self) -> dict[str, float]:
+        """Bits per byte of each ``eval_text`` set and accuracies of each ``eval_tasks`` task
+        (``model/eval.py``); empty when none are named. Every rank runs the same batches."""
+        if self._eval_sets is None:
+            return {}
+        from model.eval import Evaluator
+
+        texts, tasks, tokenizer = self._eval_sets
+        self.model.eval()
+        evaluator = Evaluator(self.model, tokenizer, self.model_config.max_seq_len, self.device,
+                              self.config.train.batch_size)
+        with self._autocast():
+            return evaluator.scores(texts, tasks)
+
     # -- the loop -------------------------------------------------------------------------
+
+    def _read_eval_sets(self) -> tuple[dict, dict, Any] | None:
+        """(text sets, tasks, tokenizer) that ``evaluate_sets`` scores, read once; None without any."""
+        tc = self.config.train
+        if not tc.eval_text and not tc.eval_tasks:
+            return None
+        from tokenizers import Tokenizer
+
+        from model.eval import read_task, read_text_set
+
+        tokenizer_path = getattr(self, "tokenizer_path", None)
+        if tokenizer_path is None:
+            raise TrainConfigError("train.eval_text / train.eval_tasks need a tokenizer.json beside the training "
+                                   "data to encode the text, and there is none")
+        return ({name: read_text_set(path) for name, path in tc.eval_text.items()},
+                {name: read_task(path) for name, path in tc.eval_tasks.items()},
+                Tokenizer.from_file(str(tokenizer_path)))
+
+    def _at_eval_sets(self) -> bool:
+        """Whether this step scores the held-out sets: every ``eval_sets_every`` and the last step."""
+        every = self.config.train.eval_sets_every
+        last = self.step == self.config.train.max_steps or self._data_end is not None
+        return self._eval_sets is not None and (last or bool(every and self.step % every == 0))
 
     def _prepare_data(self) -> Path | None:
         dc = self.config.data
@@ -365,11 +408,12 @@ class Trainer:
         self._pending.append(_PendingStep(self.step, lr, values, grad_norm.detach(), finite,
                                           tokens * self.world.dp))
 
-    def read_steps(self, evaluate: bool = False) -> list[dict[str, Any]]:
+    def read_steps(self, evaluate: bool = False, evaluate_sets: bool = False) -> list[dict[str, Any]]:
         """Read the steps run since the last call to the host (one transfer), log one record per
-        step, and return them. ``evaluate``: add ``evaluate()``'s scalars to the last record,
-        measured after the window's clock stops. Raises ``TrainingHalted`` (after logging) when
-        ``max_bad_steps`` consecutive steps were skipped."""
+        step, and return them. ``evaluate`` / ``evaluate_sets``: add ``evaluate()``'s /
+        ``evaluate_sets()``'s scalars to the last record, measured after the window's clock
+        stops. Raises ``TrainingHalted`` (after logging) when ``max_bad_steps`` consecutive
+        steps were skipped."""
         if not self._pending:
             return []
         pending, self._pending = self._pending, []
@@ -403,6 +447,8 @@ class Trainer:
             records.append(record)
         if evaluate:
             records[-1].update(self.evaluate())
+        if evaluate_sets:
+            records[-1].update(self.evaluate_sets())
         if hasattr(self.train_data, "stats"):
             records[-1].update(self.train_data.stats())
         if self._data_end is not None:
@@ -444,8 +490,9 @@ class Trainer:
                 self._data_end = data_end(self.grad_accum_steps)
             at_eval = bool(tc.eval_every and (self.step % tc.eval_every == 0 or self.step == tc.max_steps
                                               or self._data_end is not None))
-            if self._read_now(at_eval, last) or self._data_end is not None:
-                records += self.read_steps(evaluate=at_eval)
+            at_sets = self._at_eval_sets()
+            if self._read_now(at_eval or at_sets, last) or self._data_end is not None:
+                records += self.read_steps(evaluate=at_eval, evaluate_sets=at_sets)
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                 self.save_checkpoint()
                 saved_at = self.step

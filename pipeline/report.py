@@ -22,10 +22,12 @@ renders (stages are found by their `manifest.json`, listed in `run.json`'s order
 - **Training**: the `training_log` file a stage declares (while it runs, its scratch
   copy), or a trainer output folder's log (`lmforge report runs/tiny`; the caller names
   the file, `trainer_log`): training and validation loss with the learning rate,
-  tokens/s and MFU, and the stage's declared `sample` text. A resumed run logs some steps
-  twice; the later record wins. A run on a data mixture (records with `mixture`: per source
-  tokens, share, epochs, target, exhausted_at_tokens) adds a **Data mixture** table of the
-  realised proportions and a plot of each source's share as training went.
+  tokens/s and MFU, the held-out scores the trainer logged (`bpb/NAME`, `acc/NAME`,
+  `acc_norm/NAME`: model/eval.py's text sets and tasks) at each step it measured them, and
+  the stage's declared `sample` text. A resumed run logs some steps twice; the later record
+  wins. A run on a data mixture (records with `mixture`: per source tokens, share, epochs,
+  target, exhausted_at_tokens) adds a **Data mixture** table of the realised proportions
+  and a plot of each source's share as training went.
 
 The report knows no stage kind by name: what a stage is and which files it offers come
 from the declarations its kind recorded in the manifest (pipeline/stage.py: `filters`,
@@ -431,6 +433,9 @@ def training_section(run_dir: Path, stages: list[StageView], plots: PlotWriter,
     section.tables.append({"caption": "Runs", "header": [
         "run", "parameters", "steps", "tokens", "first loss", "last loss", "best val loss",
         "median tokens/s", "median MFU", "skipped steps"], "rows": rows})
+    evals = held_out_table([(name, records) for name, records, _ in logs])
+    if evals:
+        section.tables.append(evals)
     mixture_table(section, logs, plots)
     return section
 
@@ -462,6 +467,21 @@ def mixture_table(section: Section, logs: list[tuple[str, list[dict[str, Any]], 
     if rows:
         section.tables.append({"caption": "Data mixture", "header": [
             "run", "source", "target share", "realised share", "tokens", "epochs", "status"], "rows": rows})
+
+
+EVAL_PREFIXES = ("bpb/", "acc/", "acc_norm/")  # model/eval.py's scores in a trainer log
+
+
+def held_out_table(logs: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any] | None:
+    """One row per run and step where the trainer logged held-out scores; None without any."""
+    keys = sorted({k for _, records in logs for r in records for k in r if k.startswith(EVAL_PREFIXES)},
+                  key=lambda k: (k.split("/", 1)[1], EVAL_PREFIXES.index(k.split("/", 1)[0] + "/")))
+    if not keys:
+        return None
+    rows = [[name, f"{r['step']:,}", *(f"{r[k]:.4f}" if isinstance(r.get(k), (int, float)) else "-" for k in keys)]
+            for name, records in logs for r in records if any(k in r for k in keys)]
+    return {"caption": "Held-out evaluation (bpb: bits per byte; acc_norm: per byte)",
+            "header": ["run", "step", *keys], "rows": rows}
 
 
 def samples_section(stages: list[StageView], k: int) -> Section | None:
