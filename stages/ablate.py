@@ -8,8 +8,8 @@ proxy model and a token budget:
     name: heuristics
     base: ../demo.yaml              # a pipeline config (paths relative to this file)
     run_dir: runs/ablation          # default runs/ablation-<name>
-    heldout:                        # name -> files or globs ($VARS and ~ expanded): .txt (one
-      plays: [texts/plays/*.txt]    #   document per file), .jsonl(.gz) (one per line, "text")
+    heldout:                        # name -> files or globs: .txt (one document per file),
+      plays: [texts/plays/*.txt]    #   .jsonl(.gz) (one per line, "text")
     proxy:                          # `pretrain` stage params every arm trains with
       model: {dim: 64, n_layers: 2, n_heads: 4, max_seq_len: 128}
       train: {batch_size: 8, lr: 3.0e-3}
@@ -36,6 +36,9 @@ when it is the base's stage unchanged, and any other (a stage an arm changes, an
 arm's training tail) is named `<stage>__<arm>` after the first arm that has it. So arms sharing a crawl and an
 extraction pay for them once, and a re-run is a no-op (evaluations are cached by the
 trained model's manifest checksum).
+
+Strings in the ablation file expand `$NAME` environment variables and `~` (a data folder a
+driver script prepares, as bench/ablation.py does); the base config is read as it is.
 
 Evaluation: held-out bits per byte per arm and seed (model/eval.py: tokenizer-independent,
 so arms with different vocabularies compare), the mean and the spread (max - min) over
@@ -108,7 +111,7 @@ def load_ablation(path: str | Path) -> tuple[Ablation, dict[str, Any], Path]:
     """The validated ablation file, its base pipeline config (a dict) and its folder."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _expand_vars(yaml.safe_load(path.read_text()))
     except OSError as exc:
         raise AblationError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -135,12 +138,23 @@ def load_ablation(path: str | Path) -> tuple[Ablation, dict[str, Any], Path]:
     return ablation, base, path.parent
 
 
+def _expand_vars(value: Any) -> Any:
+    """$NAME and ~ in every string of the ablation file (not the base config)."""
+    if isinstance(value, str):
+        return os.path.expanduser(os.path.expandvars(value))
+    if isinstance(value, dict):
+        return {k: _expand_vars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_vars(v) for v in value]
+    return value
+
+
 def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[Path]]:
     sets = {}
     for name, patterns in ablation.heldout.items():
         files: list[Path] = []
         for pattern in patterns:
-            expanded = os.path.expanduser(os.path.expandvars(pattern))
+            expanded = pattern  # $VARS expanded when the file was read
             full = expanded if Path(expanded).is_absolute() else str(root / expanded)
             matched = sorted(glob.glob(full, recursive=True))
             if not matched:
