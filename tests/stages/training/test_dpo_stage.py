@@ -88,8 +88,10 @@ def test_posttrain_config_loads():
     assert kinds == ["pretrain", "sft", "dpo"]
 
 
-def test_on_an_object_store_checkpoints_are_uploaded(tmp_path):
+def test_on_an_object_store_checkpoints_are_uploaded(tmp_path, monkeypatch):
     fsspec = pytest.importorskip("fsspec")
+    # The trainer's local scratch is named after the stage URL: keep it out of other runs'.
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     memory = fsspec.filesystem("memory")
     root = f"/{tmp_path.name}"
     run = config(tmp_path)
