@@ -108,9 +108,9 @@ def test_training_on_nothing_names_the_empty_upstream(tmp_path, kind, params, up
 def test_every_kind_is_covered(tmp_path):
     config = empty_dag(tmp_path)
     covered = {s["kind"] for s in config["stages"].values()} | {"pretrain"}
-    # phases of the composites above; sft reads a pretrain stage and chat files; crawl
-    # with no page fetched is an error of its own (tests/stages/crawl)
+    # phases of the composites above; sft and dpo read a pretrain (sft) stage and chat
+    # files; crawl with no page fetched is an error of its own (tests/stages/crawl)
     others = {"exact_fingerprints", "exact_duplicates", "exact_filter", "minhash_signatures",
               "minhash_buckets", "minhash_clusters", "minhash_filter", "quality_threshold",
-              "quality_scores", "quality_cut", "quality_top", "sft", "crawl"}
+              "quality_scores", "quality_cut", "quality_top", "sft", "dpo", "crawl"}
     assert set(STAGE_KINDS) == covered | others
