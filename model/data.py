@@ -62,7 +62,23 @@ def describe_shards(directory: str | Path) -> dict:
             "tokenizer": tokenizer if tokenizer.exists() else None}
 
 
-class ShardDataset:
+class BatchStream:
+    """Numbered batches (`batch(i)`, which subclasses define) read from a position,
+    `batch_index`, that a checkpoint saves: a resumed run continues with the same batches."""
+
+    batch_index: int = 0
+
+    def batch(self, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch at the current position; advances it."""
+        out = self.batch(self.batch_index)
+        self.batch_index += 1
+        return out
+
+
+class ShardDataset(BatchStream):
     """Batches of (inputs, targets), each int64 of shape (batch_size, seq_len), for one rank.
 
     Args:
@@ -121,12 +137,6 @@ class ShardDataset:
         """Batch number ``batch_index`` for this rank; does not move the position."""
         window_tokens = torch.from_numpy(self.windows(self._window_ids(batch_index)))
         return window_tokens[:, :-1], window_tokens[:, 1:]
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch at the current position; advances it."""
-        out = self.batch(self.batch_index)
-        self.batch_index += 1
-        return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.data import SAMPLING, ShardDataset, describe_shards
+from model.data import SAMPLING, BatchStream, ShardDataset, describe_shards
 from model.token_shards import TokenShardError
 
 ON_EXHAUSTED = ("drop", "stop")
@@ -115,7 +115,7 @@ class _SamplerState:
         return _SamplerState(list(self.counts), list(self.credits), list(self.weights), list(self.exhausted_at))
 
 
-class MixtureDataset:
+class MixtureDataset(BatchStream):
     """Batches of (inputs, targets), each int64 of shape (batch_size, seq_len), for one rank,
     drawn from several sources by weight (see the module docstring).
 
@@ -278,12 +278,6 @@ class MixtureDataset:
             tokens[mine] = data.windows(ids)
         window_tokens = torch.from_numpy(tokens)
         return window_tokens[:, :-1], window_tokens[:, 1:]
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch at the current position; advances it."""
-        out = self.batch(self.batch_index)
-        self.batch_index += 1
-        return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while self.data_end() is None:

@@ -12,10 +12,7 @@ import pipeline
 from pipeline.config import ConfigError, config_from_dict
 from stages import stage_class_for
 
-DATA = "tests/data/sft_preference_240.json"
-TINY = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 64, "max_seq_len": 128}
-TRAIN = {"batch_size": 4, "warmup_steps": 1, "lr": 3e-3, "min_lr": 3e-4, "eval_batches": 5, "log_every": 100,
-         "checkpoint_every": 0, "seed": 0}
+from tests.stages.training.conftest import DATA, TRAIN, pretrained_stages
 
 # The local executor trains in this process: torch on one thread (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,13 +24,7 @@ def config(tmp_path, **dpo):
         "name": "p",
         "run_dir": str(tmp_path / "run"),
         "stages": {
-            "ingest": {"kind": "ingest", "params": {"paths": ["demo/corpus/verdict.jsonl"], "id_field": "id"},
-                       "max_error_fraction": 0.1},
-            "bpe": {"kind": "train_tokenizer", "inputs": ["ingest"], "params": {"vocab_size": 300}},
-            "tok": {"kind": "tokenize", "inputs": ["ingest", "bpe"], "params": {"val_fraction": 0.1}},
-            "lm": {"kind": "pretrain", "inputs": ["tok"], "params": {
-                "model": TINY, "data": {"seq_len": 32}, "sample_tokens": 0,
-                "train": {**TRAIN, "max_steps": 2, "eval_every": 0}}},
+            **pretrained_stages(),
             "sft": {"kind": "sft", "inputs": ["lm"], "params": {
                 "preset": "configs/sft.yaml", "data": {**data, "packing": True},
                 "train": {**TRAIN, "max_steps": 6, "eval_every": 0}}},
