@@ -147,14 +147,16 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
 
 def format_status(status: dict[str, Any]) -> str:
     w = max([18, *(len(s["stage"]) + 1 for s in status["stages"])])  # phases: `<stage>.<phase>`
-    header = (f"{'stage':<{w}} {'kind':<18} {'units':<20} {'state':<9} {'in':>10} {'kept':>10} "
+    k = max([18, *(len(s["kind"]) for s in status["stages"])])
+    u = max([20, *(len(s["units"]) for s in status["stages"])])
+    header = (f"{'stage':<{w}} {'kind':<{k}} {'units':<{u}} {'state':<9} {'in':>10} {'kept':>10} "
               f"{'dropped':>9} {'errors':>7} {'wall s':>8} {'in/s':>10}")
     lines = [f"run: {status['run_dir']}", header, "-" * len(header)]
     for s in status["stages"]:
         wall = f"{s['wall_seconds']:.2f}" if s["wall_seconds"] is not None else "-"
         rate = f"{s['docs_per_second']:,.0f}" if s["docs_per_second"] is not None else "-"
         lines.append(
-            f"{s['stage']:<{w}} {s['kind']:<18} {s['units']:<20} {s['state']:<9} {s['in']:>10,} "
+            f"{s['stage']:<{w}} {s['kind']:<{k}} {s['units']:<{u}} {s['state']:<9} {s['in']:>10,} "
             f"{s['kept']:>10,} {sum(s['dropped'].values()):>9,} {sum(s['errors'].values()):>7,} "
             f"{wall:>8} {rate:>10}"
         )
