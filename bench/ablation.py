@@ -42,7 +42,8 @@ schedule, batch and number of steps, hence the same number of training tokens). 
 The budget (1.2M tokens per arm and seed, two seeds) is less than one pass over either corpus, as in pretraining on the web.
 
 Evaluation is on clean text no arm saw: three Shakespeare plays and three King James
-books that are not on the site. Each held-out document is encoded with the arm's own
+books that are not on the site, and two texts of other kinds: Edith Wharton's The Verdict
+(modern narrative prose) and the English vim tutor (a technical manual). Each held-out document is encoded with the arm's own
 tokenizer, preceded by `<|eos|>` (the document separator every arm trained with, so the
 first token is predicted too), and cut into windows of the model's context; the summed
 cross-entropy of every token, in bits, is divided by the document's UTF-8 bytes (windows
@@ -182,14 +183,12 @@ def write_heldout_kjv(folder: Path) -> list[Path]:
 
 def write_positives(folder: Path) -> Path:
     """The quality classifier's curated positives: clean prose and dialogue that is neither
-    on the site nor held out (the instruction set's exchanges, The Verdict's paragraphs)."""
+    on the site nor held out: the instruction set's exchanges (question and answer)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = json.loads((SHARED / "sft" / "instruction-data-with-preference.json").read_text())
     exchanges = ["\n\n".join(x for x in (r["instruction"], r["input"], r["output"]) if x)
                  for r in rows]  # a question and its answer, as one document
     texts = [t for t in exchanges if len(t.split()) >= 12]
-    verdict = (SHARED / "text" / "the-verdict.txt").read_text(encoding="utf-8")
-    texts += [p.strip() for p in re.split(r"\n\s*\n", verdict) if len(p.split()) >= 20]
     path = folder / "positives.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     return path
