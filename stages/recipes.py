@@ -282,10 +282,10 @@ stages:
     kind: heuristic_filter        # published quality rules; drops carry the rule's name
     inputs: [langid]
     params:
-      # Rule sets in order (also c4, token_char_ratio, stop_words); each has its thresholds
-      # under its own key, e.g. gopher_quality: {{min_doc_words: 50}}. Kind default:
-      # [gopher_repetition, gopher_quality, c4, fineweb_quality].
-      rule_sets: [url_blocklist, gopher_repetition, gopher_quality, fineweb_quality]
+      # A recipe: lmforge (chosen by ablation), fineweb, gopher or c4
+      # (stages/filters/presets/); keys given beside it override the preset's, e.g.
+      # gopher_quality: {{min_doc_words: 50}}.
+      preset: lmforge
   pii:
     kind: pii                     # masks e-mail addresses, IP addresses, phone numbers
     inputs: [heuristics]

@@ -13,7 +13,10 @@ Presets. `preset: NAME` starts from a shipped recipe, stages/filters/presets/NAM
 `fineweb` (as FineWeb ran it: URL filter, Gopher repetition and quality, C4 without its
 bad-words filter and keeping lines without terminal punctuation, FineWeb quality), `gopher`
 (Gopher's quality and repetition rules, alphabetic words counted on whitespace as the paper
-states), `c4` (C4's rules with its bad words) and `lmforge` (the demo's rule sets). Keys
+states), `c4` (C4's rules with its bad words) and `lmforge` (the default of configs/demo.yaml and
+`lmforge init`: FineWeb's rules with Gopher's alphabetic words counted on whitespace, C4
+keeping lines under three words and FineWeb's duplicated-line-characters rule off, the
+settings `lmforge ablate configs/ablations/web.yaml` found best on held-out text). Keys
 written beside `preset` override the preset's: a rule set's block merges key by key
 (`preset: fineweb` with `c4: {min_num_sentences: 3}` keeps FineWeb's `badwords: false`), any
 other key (`rule_sets`) replaces the preset's value. An unknown name is a config error that

@@ -68,9 +68,17 @@ def test_presets_say_what_their_recipes_ran():
     c4 = resolved(preset="c4")
     assert c4.rule_sets == ["c4"] and c4.c4.badwords and c4.c4.filter_no_terminal_punct
 
-    # lmforge: exactly what configs/demo.yaml's heuristics stage runs today
+    # lmforge: what configs/demo.yaml runs, FineWeb's rules with the three the ablation
+    # showed cost dialogue and verse changed
     demo = yaml.safe_load(DEMO.read_text())["stages"]["heuristics"]["params"]
-    assert resolved(preset="lmforge").model_dump() == resolved(**demo).model_dump()
+    assert demo == {"preset": "lmforge"}
+    lmforge = resolved(preset="lmforge")
+    assert lmforge.rule_sets == fineweb.rule_sets
+    assert lmforge.gopher_quality.alpha_words == "whitespace"
+    assert lmforge.c4.min_words_per_line is None and not lmforge.c4.badwords
+    assert not lmforge.c4.filter_no_terminal_punct
+    assert lmforge.fineweb_quality.max_char_dup_ratio is None
+    assert lmforge.gopher_repetition == fineweb.gopher_repetition
 
 
 def test_unknown_preset_is_a_config_error_listing_the_known_ones(tmp_path):
