@@ -170,14 +170,20 @@ def print_composition(table: dict[str, dict[str, list[int]]], columns: list[str]
                                                  for t in totals.values()) + " |")
 
 
+def write_if_changed(path: Path, text: str) -> Path:
+    """Write `text` unless the file already holds it: stages that read the file key their
+    cache on its size and mtime, so an unchanged file must keep its mtime."""
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_heldout_kjv(folder: Path) -> list[Path]:
     """The held-out books' chapters, one text file per chapter (the ablation's `kjv` set)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, verses in enumerate(kjv_chapters(held_out=True).values()):
-        path = folder / f"{i:04d}.txt"
-        path.write_text(" ".join(verses), encoding="utf-8")
-        paths.append(path)
+        paths.append(write_if_changed(folder / f"{i:04d}.txt", " ".join(verses)))
     return paths
 
 
@@ -189,9 +195,8 @@ def write_positives(folder: Path) -> Path:
     exchanges = ["\n\n".join(x for x in (r["instruction"], r["input"], r["output"]) if x)
                  for r in rows]  # a question and its answer, as one document
     texts = [t for t in exchanges if len(t.split()) >= 12]
-    path = folder / "positives.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-    return path
+    return write_if_changed(folder / "positives.jsonl",
+                            "".join(json.dumps({"text": t}) + "\n" for t in texts))
 
 
 def main(argv: list[str] | None = None) -> int:
