@@ -69,6 +69,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import ConfigError
+from pipeline.dag import ancestors, descendants, topological_order
 
 TRAIN_KINDS = ("train_tokenizer", "tokenize", "pretrain", "sft", "dpo")
 SEPARATOR = "__"
@@ -179,26 +180,15 @@ def heldout_documents(files: list[Path]) -> list[str]:
     return docs
 
 
-def _downstream(stages: dict[str, dict], roots: set[str]) -> set[str]:
-    found, changed = set(roots), True
-    while changed:
-        changed = False
-        for name, stage in stages.items():
-            if name not in found and set(stage.get("inputs", [])) & found:
-                found.add(name)
-                changed = True
-    return found
+def _graph(stages: dict[str, dict]) -> dict[str, list[str]]:
+    return {name: stage.get("inputs", []) for name, stage in stages.items()}
 
 
-def _ancestors(stages: dict[str, dict], name: str) -> set[str]:
-    seen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        todo += stages[current].get("inputs", [])
-    return seen
+def before_training(stages: dict[str, dict]) -> dict[str, dict]:
+    """The stages before the training tail (train_tokenizer, tokenize, pretrain, sft, dpo
+    and every stage downstream of them)."""
+    tail = descendants(_graph(stages), [n for n, s in stages.items() if s.get("kind") in TRAIN_KINDS])
+    return {name: stage for name, stage in stages.items() if name not in tail}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -213,12 +203,10 @@ def arm_pipelines(ablation: Ablation, base: dict[str, Any], heldout: dict[str, l
     """arm -> its stages (names as in the base; the training tail named `tokenizer`,
     `tokens`, `pretrain_s<seed>`)."""
     stages = base["stages"]
-    tail_roots = {n for n, s in stages.items() if s.get("kind") in TRAIN_KINDS}
-    tail = _downstream(stages, tail_roots)
     tokenizer = next((s for s in stages.values() if s.get("kind") == "train_tokenizer"), {})
     tokenize = next((s for s in stages.values() if s.get("kind") == "tokenize"), {})
     corpus = ablation.corpus or (tokenizer.get("inputs") or [None])[0]
-    body = {n: copy.deepcopy(s) for n, s in stages.items() if n not in tail}
+    body = copy.deepcopy(before_training(stages))
     if corpus not in body:
         raise AblationError(f"{where}: corpus: '{corpus}' is not a stage of the base before its "
                             "training tail (name it with `corpus:`)")
@@ -258,7 +246,8 @@ def arm_pipelines(ablation: Ablation, base: dict[str, Any], heldout: dict[str, l
                 if inp not in own:
                     raise AblationError(f"{at}: stage '{name}': inputs: '{inp}' is not a stage "
                                         "of this arm")
-        own = {n: s for n, s in own.items() if n in _ancestors(own, arm_corpus)}
+        kept = ancestors(_graph(own), arm_corpus)
+        own = {n: s for n, s in own.items() if n in kept}
         if ablation.decontaminate:
             own["decontaminate"] = {"kind": "decontaminate", "inputs": [arm_corpus], "params": {
                 "paths": [str(p) for files in heldout.values() for p in files],
@@ -292,7 +281,7 @@ def merge_arms(arms: dict[str, dict[str, dict]], base: dict[str, dict]) -> tuple
     for arm, stages in arms.items():
         identity = _identities(stages)
         names[arm] = {}
-        for name in _topological(stages):
+        for name in topological_order(_graph(stages), where=f"arms.{arm}"):
             key = identity[name]
             if key not in by_identity:
                 plain = base_identity.get(name) == key
@@ -307,7 +296,7 @@ def merge_arms(arms: dict[str, dict[str, dict]], base: dict[str, dict]) -> tuple
 
 def _identities(stages: dict[str, dict]) -> dict[str, str]:
     identity: dict[str, str] = {}
-    for name in _topological(stages):
+    for name in topological_order(_graph(stages)):
         stage = stages[name]
         blob = json.dumps({"kind": stage.get("kind"), "params": stage.get("params", {}),
                            "inputs": [identity[i] for i in stage.get("inputs", [])],
@@ -318,22 +307,6 @@ def _identities(stages: dict[str, dict]) -> dict[str, str]:
     return identity
 
 
-def _topological(stages: dict[str, dict]) -> list[str]:
-    order, done = [], set()
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        done.add(name)
-        for inp in stages[name].get("inputs", []):
-            visit(inp)
-        order.append(name)
-
-    for name in stages:
-        visit(name)
-    return order
-
-
 def build_run(ablation_path: str | Path) -> tuple[Ablation, dict[str, Any], dict[str, dict[str, str]],
                                                    dict[str, list[Path]]]:
     """The ablation, the one pipeline config that runs every arm, each arm's stage names,
@@ -342,10 +315,7 @@ def build_run(ablation_path: str | Path) -> tuple[Ablation, dict[str, Any], dict
     where = str(ablation_path)
     heldout = heldout_files(ablation, root, where)
     arms = arm_pipelines(ablation, base, heldout, where)
-    body = {n: s for n, s in base["stages"].items()
-            if n not in _downstream(base["stages"], {m for m, t in base["stages"].items()
-                                                     if t.get("kind") in TRAIN_KINDS})}
-    stages, names = merge_arms(arms, body)
+    stages, names = merge_arms(arms, before_training(base["stages"]))
     run_dir = ablation.run_dir or f"runs/ablation-{ablation.name}"
     if ablation.run_dir is not None and not Path(run_dir).is_absolute() and "://" not in run_dir:
         run_dir = str(root / run_dir)
