@@ -96,15 +96,15 @@ class Manifest:
         return self.data["complete"]
 
     def files(self) -> list[str]:
-        return sorted(f["path"] for t in self.tasks.values() for f in t["files"])
+        return [f["path"] for f in self.entries()]
 
     def checksums(self) -> list[tuple[str, str]]:
         """(path, sha256) of every committed file, in the order of `files()`."""
-        return sorted((f["path"], f["sha256"]) for t in self.tasks.values() for f in t["files"])
+        return [(f["path"], f["sha256"]) for f in self.entries()]
 
-    def documents(self) -> list[tuple[str, int]]:
-        """(path, documents) of every committed file, in the order of `files()`."""
-        return sorted((f["path"], f["docs"]) for t in self.tasks.values() for f in t["files"])
+    def entries(self) -> list[dict[str, Any]]:
+        """Every committed file's entry (path, sha256, docs, bytes), in the order of `files()`."""
+        return sorted((f for t in self.tasks.values() for f in t["files"]), key=lambda f: f["path"])
 
     def drop(self, task_names: set[str]) -> None:
         """Forget tasks (their files are damaged): the stage is resumed to redo them."""
@@ -117,19 +117,18 @@ class Manifest:
         """The task that wrote each committed file (path relative to the stage dir)."""
         return {f["path"]: name for name, t in self.tasks.items() for f in t["files"]}
 
-    def damaged(self) -> list[str]:
-        """Committed files that are missing or not of the size recorded (one listing; no
-        file is read): `relpath: problem` for each."""
+    def damaged(self) -> dict[str, str]:
+        """Committed files that are missing or not of the size recorded, by path relative to
+        the stage dir, with what is wrong (one listing; no file is read)."""
         sizes = storage.file_sizes(self.stage_dir)
-        problems = []
-        for task in self.tasks.values():
-            for f in task["files"]:
-                size = sizes.get(f["path"])
-                if size is None:
-                    problems.append(f"{f['path']}: missing")
-                elif size != f["bytes"]:
-                    problems.append(f"{f['path']}: {size} bytes, the manifest says {f['bytes']}")
-        return sorted(problems)
+        problems = {}
+        for f in self.entries():
+            size = sizes.get(f["path"])
+            if size is None:
+                problems[f["path"]] = "missing"
+            elif size != f["bytes"]:
+                problems[f["path"]] = f"{size} bytes, the manifest says {f['bytes']}"
+        return problems
 
     def record(self, task_name: str, entry: dict[str, Any]) -> None:
         """Add a finished task's entry durably: after this returns, the task is done."""

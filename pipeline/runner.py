@@ -61,14 +61,15 @@ def stage_input(run_dir: Path, name: str) -> StageInput:
     manifest = Manifest.load(stage_dir)
     if manifest is None or not manifest.complete:
         raise StageFailed(f"stage '{name}': its output is not complete in {stage_dir}")
+    entries = manifest.entries()
     return StageInput(
         name=name,
         kind=manifest.data["kind"],
         directory=stage_dir,
-        files=tuple(str(stage_dir / p) for p in manifest.files()),
-        sha256=tuple(sha for _, sha in manifest.checksums()),
+        files=tuple(str(stage_dir / f["path"]) for f in entries),
+        sha256=tuple(f["sha256"] for f in entries),
         kept=_total(manifest).kept,
-        docs=tuple(docs for _, docs in manifest.documents()),
+        docs=tuple(f["docs"] for f in entries),
     )
 
 
@@ -149,9 +150,10 @@ def _run_stage(config: Config, spec: LoadedStage, key: str, executor: Any,
             log.info("stage %s: up to date, skipped", spec.name)
             return StageOutcome(spec.name, "skipped", key, _total(manifest))
         owners = manifest.task_of()
-        redo = {owners[d.split(": ", 1)[0]] for d in damaged}
+        redo = {owners[path] for path in damaged}
+        shown = "; ".join(f"{path}: {why}" for path, why in sorted(damaged.items())[:5])
         log.warning("stage %s: committed files damaged (%s); re-running %d task(s): %s",
-                    spec.name, "; ".join(damaged[:5]), len(redo), ", ".join(sorted(redo)[:5]))
+                    spec.name, shown, len(redo), ", ".join(sorted(redo)[:5]))
         manifest.drop(redo)
 
     if manifest is None:

@@ -115,7 +115,8 @@ def load_stages(run_dir: Path | str) -> list[StageView]:
                                 manifest.files(), [t.get("info") or {} for t in manifest.tasks.values()],
                                 stats.get("wall_seconds"), stats.get("docs_per_second"),
                                 manifest.data.get("filters", False),
-                                manifest.data.get("report_files", {}), manifest.damaged(),
+                                manifest.data.get("report_files", {}),
+                                [f"{p}: {why}" for p, why in sorted(manifest.damaged().items())],
                                 manifest.data.get("samples", False)))
     return stages
 

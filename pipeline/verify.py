@@ -19,8 +19,7 @@ from typing import Any
 
 from pipeline.artifacts import MANIFEST
 from pipeline.manifest import Manifest
-from pipeline.status import RUN_FILE
-from pipeline.storage import file_sizes, run_location, sha256_file
+from pipeline.storage import run_location, sha256_file
 
 
 @dataclass
@@ -33,7 +32,7 @@ class VerifyResult:
 
 def verify_run(run_dir: Any, repair: bool = False) -> VerifyResult:
     run_dir = run_location(run_dir)
-    if not (run_dir / RUN_FILE).exists() and not run_dir.is_dir():
+    if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     result = VerifyResult()
     names = sorted({p.parent.name for p in run_dir.glob(f"*/{MANIFEST}")})
@@ -41,32 +40,21 @@ def verify_run(run_dir: Any, repair: bool = False) -> VerifyResult:
         manifest = Manifest.load(run_dir / name)
         if manifest is None:
             continue
-        sizes = file_sizes(manifest.stage_dir)
-        bad_tasks = set()
-        for task_name, task in sorted(manifest.tasks.items()):
-            for f in task["files"]:
-                problem = _check(manifest.stage_dir, f, sizes)
-                result.files += 1
-                result.bytes += f["bytes"]
-                if problem:
-                    result.problems.append(f"{name}/{f['path']}: {problem}")
-                    bad_tasks.add(task_name)
-        if repair and bad_tasks:
+        problems = manifest.damaged()  # missing or resized: no need to hash those
+        for f in manifest.entries():
+            result.files += 1
+            result.bytes += f["bytes"]
+            if f["path"] not in problems:
+                got = sha256_file(manifest.stage_dir / f["path"])
+                if got != f["sha256"]:
+                    problems[f["path"]] = f"sha256 {got[:12]}... is not the manifest's {f['sha256'][:12]}..."
+        result.problems += [f"{name}/{path}: {why}" for path, why in sorted(problems.items())]
+        if repair and problems:
+            owners = manifest.task_of()
+            bad_tasks = {owners[path] for path in problems}
             manifest.drop(bad_tasks)
             result.dropped[name] = sorted(bad_tasks)
     return result
-
-
-def _check(stage_dir: Any, entry: dict[str, Any], sizes: dict[str, int]) -> str | None:
-    size = sizes.get(entry["path"])
-    if size is None:
-        return "missing"
-    if size != entry["bytes"]:
-        return f"{size} bytes, the manifest says {entry['bytes']}"
-    got = sha256_file(stage_dir / entry["path"])
-    if got != entry["sha256"]:
-        return f"sha256 {got[:12]}... is not the manifest's {entry['sha256'][:12]}..."
-    return None
 
 
 def format_result(run_dir: str, result: VerifyResult, repair: bool) -> str:
