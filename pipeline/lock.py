@@ -13,7 +13,9 @@ holder rewrites `heartbeat` every `HEARTBEAT_SECONDS` from a daemon thread, whic
 the file a lease: a lock whose holder is gone is stale and taken over with a warning. Gone
 means, on the same host, that its pid is not running; on another host (or a pid that is
 running again after a reboot), a heartbeat older than `LEASE_SECONDS`. A driver suspended
-for longer than the lease can lose its lock; the limit is stated, not hidden.
+for longer than the lease can lose its lock; the limit is stated, not hidden. Only a file
+of the lock's shape (or an empty one: a create cut short) is ever taken over and deleted;
+any other file by that name is refused with a message, never deleted.
 
 A stage name cannot contain '.', so the lock never collides with a stage directory.
 """
@@ -36,6 +38,7 @@ from pipeline.storage import StorageError
 log = logging.getLogger("lmforge")
 
 LOCK_FILE = "lmforge.lock"
+LOCK_KEYS = {"pid", "host", "heartbeat"}  # what proves a lock file is lmforge's
 HEARTBEAT_SECONDS = 30.0
 LEASE_SECONDS = 300.0
 
@@ -73,6 +76,9 @@ class RunLock:
             holder = _read(self.path)
             if holder is None:
                 continue  # released between our create and our read: try again
+            if holder.get("foreign"):
+                raise RunLocked(f"{self.path}: exists and is not a lock lmforge wrote; lmforge "
+                                "deletes only what it wrote: move it, or choose another run_dir")
             why = self._stale(holder)
             if why is None:
                 raise RunLocked(f"run directory {self.path.parent} is in use by "
@@ -152,10 +158,19 @@ def _read(path: Any) -> dict[str, Any] | None:
         return None
     except ValueError:
         data = None
-    if isinstance(data, dict):
+    if isinstance(data, dict) and LOCK_KEYS <= data.keys():
         return data
-    # Being written by another driver this instant, or damaged: its age decides.
-    return {"command": "a lock file that is not readable", "heartbeat": _mtime(path)}
+    if _size(path) == 0:  # created, not yet written (this instant, or a kill): its age decides
+        return {"command": "a lock being written", "heartbeat": _mtime(path)}
+    # Not a lock lmforge wrote: never taken over, hence never deleted.
+    return {"command": "a file that is not an lmforge lock", "foreign": True}
+
+
+def _size(path: Any) -> int:
+    try:
+        return path.stat().st_size if storage.is_local(path) else int(path.fs.size(path.path))
+    except (OSError, NotImplementedError):
+        return -1
 
 
 def _mtime(path: Any) -> float:

@@ -210,3 +210,14 @@ def test_a_deleted_shard_is_partial_and_rebuilt(tmp_path):
     assert [o.status for o in pipeline.run(config)] == ["skipped", "resumed"]
     assert checksums(run) == before
     assert all(s["state"] == "complete" for s in pipeline.cli.run_status(run)["stages"])
+
+
+def test_a_file_named_like_the_lock_that_is_not_a_lock_is_never_deleted(tmp_path):
+    config = two_stage(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text("my notes")
+    os.utime(run / LOCK_FILE, (1.0, 1.0))  # old: a lock this old would be stale
+    with pytest.raises(RunLocked, match="is not a lock lmforge wrote"):
+        pipeline.run(config)
+    assert (run / LOCK_FILE).read_text() == "my notes"
