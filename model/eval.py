@@ -48,6 +48,7 @@ caller's: ``lmforge eval`` and the bench run in fp32, the trainer in its own pre
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -100,7 +101,8 @@ class TaskScore:
 def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line of a JSONL file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise EvalDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows = []
@@ -120,11 +122,12 @@ def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def read_text_set(path: str | Path) -> list[str]:
-    """The documents of a text set: a ``.jsonl`` file's ``text`` fields, else the whole file."""
+    """The documents of a text set: a ``.jsonl`` (or ``.jsonl.gz``) file's ``text`` fields,
+    else the whole file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such text set file")
-    if path.suffix != ".jsonl":
+    if not path.name.endswith((".jsonl", ".jsonl.gz")):
         try:
             return [path.read_text(encoding="utf-8")]
         except UnicodeDecodeError as e:

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import gzip
 import hashlib
 import json
 import os
@@ -167,17 +166,11 @@ def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[
 
 
 def heldout_documents(files: list[Path]) -> list[str]:
-    """The documents of held-out files: a .txt file is one; a .jsonl(.gz) line is one."""
-    docs = []
-    for path in files:
-        name = path.name.lower()
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                docs += [json.loads(line)["text"] for line in f if line.strip()]
-        else:
-            docs.append(path.read_text(encoding="utf-8"))
-    return docs
+    """The documents of held-out files: a .txt file is one; a .jsonl(.gz) line is one
+    (model/eval.py's text sets, as `lmforge eval --text` reads them)."""
+    from model.eval import read_text_set
+
+    return [doc for path in files for doc in read_text_set(path)]
 
 
 def _graph(stages: dict[str, dict]) -> dict[str, list[str]]:
