@@ -95,7 +95,9 @@ class StageView:
         return self.directory / found[0] if found else None
 
 
-def load_stages(run_dir: Path | str) -> list[StageView]:
+def load_stages(run_dir: Path | str, check_files: bool = False) -> list[StageView]:
+    """Every stage directory of `run_dir` with a manifest; `check_files` also lists each
+    stage's files to fill `damaged` (what `lmforge status` shows; the report does not)."""
     run_dir = run_location(run_dir)
     order_file = run_dir / RUN_FILE
     names = json.loads(order_file.read_text())["stages"] if order_file.exists() else []
@@ -116,7 +118,8 @@ def load_stages(run_dir: Path | str) -> list[StageView]:
                                 stats.get("wall_seconds"), stats.get("docs_per_second"),
                                 manifest.data.get("filters", False),
                                 manifest.data.get("report_files", {}),
-                                [f"{p}: {why}" for p, why in sorted(manifest.damaged().items())],
+                                [f"{p}: {why}" for p, why in sorted(manifest.damaged().items())]
+                                if check_files else [],
                                 manifest.data.get("samples", False)))
     return stages
 
@@ -126,7 +129,7 @@ def run_status(run_dir: Path | str) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     stages = []
-    for view in load_stages(run_dir):
+    for view in load_stages(run_dir, check_files=True):
         counts = view.counts.to_dict()
         stages.append({
             "stage": view.name,
