@@ -37,6 +37,10 @@ STAGE_KINDS: dict[str, str] = {
     "quality_top": "stages.filters.quality_top:QualityTop",
     "pii": "stages.filters.pii:Pii",
     "decontaminate": "stages.filters.decontaminate:Decontaminate",
+    "coherence_filter": "stages.filters.coherence_filter:CoherenceFilter",  # composite of the three below
+    "coherence_counts": "stages.filters.coherence_counts:CoherenceCounts",
+    "coherence_table": "stages.filters.coherence_table:CoherenceTable",
+    "coherence_keep": "stages.filters.coherence_keep:CoherenceKeep",
     "train_tokenizer": "stages.tokens.train_tokenizer:TrainTokenizer",
     "tokenize": "stages.tokens.tokenize:Tokenize",
     "pretrain": "stages.training.pretrain:Pretrain",
