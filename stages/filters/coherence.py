@@ -3,7 +3,8 @@
 The coherence of a document is the mean pointwise mutual information of its adjacent
 words, in nats, under word and word-pair counts taken from the corpus itself:
 
-    score = 1/P * sum over adjacent pairs (a, b) of  log( (c(a,b) - D) * W^2 / (P_total * c(a) * c(b)) )
+    score = 1/P * sum over adjacent pairs (a, b) of
+                log( (c(a,b) - D) * W^2 / (P_total * c(a) * c(b)) )
 
 where c(a) counts word a and c(a,b) the pair "a b" in the counted sample, W and P_total are
 the sample's words and pairs, and P is the document's number of pairs. D = 0.75 is
@@ -21,7 +22,7 @@ their mean PMI is about 0 or below; in natural text adjacent words depend on eac
 (docs/benchmarks.md, "Coherence"). CCNet filters by perplexity under a reference language
 model for the same reason; this score needs no reference data and no model training.
 
-Words are MinHash's normalized words (stages/dedup/minhash.py: lowercase, split on
+Words are the normalized words MinHash sees (stages/words.py: lowercase, split on
 everything that is not a letter, digit or mark) identified by a 64-bit hash, and pairs by a
 64-bit hash of the two; tables are exact counts per hash (a collision of two 64-bit hashes
 in a sample of millions is about 1e-7 likely), so no count is inflated by bucket sharing.
@@ -42,7 +43,7 @@ import pyarrow as pa
 
 from pipeline import storage
 from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
-from stages.dedup.minhash import normalize_texts, splitmix64, words_of
+from stages.words import normalize_texts, splitmix64, words_of
 
 REJECT_LOW_COHERENCE = "coherence:low_pmi"
 TABLE_FILE = "table.npz"  # coherence_table writes it, coherence_keep reads it

@@ -16,13 +16,12 @@ from stages.dedup.minhash import (
     connected_clusters,
     exact_jaccard,
     gather_sets,
-    normalize_texts,
     optimal_bands,
     shingle_sets,
     text_fingerprints,
     union_pairs,
-    words_of,
 )
+from stages.words import normalize_texts, words_of
 from tests.stages.dedup.conftest import edited, true_jaccard
 
 

@@ -1,0 +1,130 @@
+"""Words of texts, hashed, for every family that counts words in bulk (dedup, filters).
+
+`normalize_texts` lowercases and folds every run of characters that are not letters, digits
+or combining marks into one space (accents and non-Latin scripts are kept; scripts written
+without spaces count as one word per run); `words_of` hashes each word of the normalized
+texts with a position-weighted sum of its UTF-8 bytes (per-position 64-bit odd weights, mod
+2^64) passed through the splitmix64 finalizer. Vectorized over Arrow buffers: no Python
+object per word, and the same word hashes the same in any batch, on any machine. MinHash
+(stages/dedup/minhash.py), exact dedup and the coherence filter all see these words.
+It lives outside the families because stage families never import each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NON_WORD = r"[^\p{L}\p{N}\p{M}]+"
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer: a bijective 64-bit mixer (uint64 in, uint64 out)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def normalize_texts(texts: pa.Array) -> pa.Array:
+    """Lowercased texts in which `words_of` finds exactly the normalized words.
+
+    ASCII documents (most of the web) take a byte-table path: Arrow's ASCII lowercase here,
+    and `words_of` treats every ASCII byte but [a-z0-9] as a separator, which is what the
+    Unicode regex would do on them, at a fraction of its cost. Only documents with
+    non-ASCII characters pay for the Unicode lowercase and regex.
+    """
+    texts = texts.cast(pa.string()) if texts.type != pa.string() else texts
+    ascii_mask = pc.string_is_ascii(texts).fill_null(True)
+    if pc.all(ascii_mask).as_py() is not False:
+        return pc.ascii_lower(texts)
+    unicode_rows = np.flatnonzero(~ascii_mask.to_numpy(zero_copy_only=False))
+    ascii_rows = np.flatnonzero(ascii_mask.to_numpy(zero_copy_only=False))
+    folded = pc.replace_substring_regex(pc.utf8_lower(texts.take(unicode_rows)), NON_WORD, " ")
+    merged = pa.concat_arrays([pc.ascii_lower(texts.take(ascii_rows)), folded])
+    inverse = np.empty(len(texts), dtype=np.int64)
+    inverse[np.concatenate([ascii_rows, unicode_rows])] = np.arange(len(texts))
+    return merged.take(inverse)
+
+
+_position_weights = np.empty(0, dtype=np.uint64)
+
+
+def position_weights(length: int) -> np.ndarray:
+    """Per-byte-position odd weights, a pure function of the position (cached, grown)."""
+    global _position_weights
+    if len(_position_weights) < length:
+        size = max(length, 2 * len(_position_weights), 64)
+        _position_weights = splitmix64(np.arange(size, dtype=np.uint64)) | np.uint64(1)
+    return _position_weights
+
+
+# ASCII bytes that are parts of words after normalization: a-z and 0-9. Bytes >= 0x80 are
+# parts of words too: in a normalized text every non-word character is already a space.
+_WORD_BYTE = np.zeros(256, dtype=bool)
+_WORD_BYTE[ord("a"): ord("z") + 1] = True
+_WORD_BYTE[ord("0"): ord("9") + 1] = True
+_WORD_BYTE[0x80:] = True
+
+
+def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets rebased to 0) of an Arrow string array, without copying text."""
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    n = len(strings)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[
+        strings.offset: strings.offset + n + 1
+    ].astype(np.int64)
+    data_buffer = strings.buffers()[2]
+    if data_buffer is None or n == 0:
+        return np.empty(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Hash of each non-empty byte span of `data` (spans given in order, not overlapping)."""
+    if len(starts) == 0:
+        return np.empty(0, dtype=np.uint64)
+    total = int(lengths.sum())
+    # Position of every byte inside its span, and the bytes themselves, compacted.
+    span_first = np.cumsum(lengths) - lengths
+    position = np.arange(total, dtype=np.int64) - np.repeat(span_first, lengths)
+    index = np.repeat(starts, lengths) + position
+    with np.errstate(over="ignore"):
+        weights = position_weights(int(lengths.max()))[position]
+        terms = (data[index].astype(np.uint64) + np.uint64(1)) * weights
+        sums = np.add.reduceat(terms, span_first) + lengths.astype(np.uint64) * np.uint64(
+            0xD6E8FEB86659FD93
+        )
+    return splitmix64(sums)
+
+
+def hash_strings(strings: pa.Array) -> np.ndarray:
+    """A 64-bit hash of every string of an Arrow string array (nulls and "" hash to 0)."""
+    data, offsets = _string_buffers(strings)
+    lengths = np.diff(offsets)
+    out = np.zeros(len(strings), dtype=np.uint64)
+    nonempty = lengths > 0
+    out[nonempty] = _span_hashes(data, offsets[:-1][nonempty], lengths[nonempty])
+    return out
+
+
+def words_of(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of normalized texts: (hashes in document order, words per document)."""
+    data, offsets = _string_buffers(texts)
+    is_word = _WORD_BYTE[data]
+    # A word starts at a word byte whose predecessor is a separator or a document boundary.
+    edges = np.diff(np.concatenate([[False], is_word, [False]]).astype(np.int8))
+    starts = np.flatnonzero(edges[:-1] == 1)
+    ends = np.flatnonzero(edges[1:] == -1) + 1
+    # A word cannot cross a document boundary: split runs at every boundary inside them.
+    inner = offsets[(offsets > 0) & (offsets < len(data))]
+    inner = inner[np.concatenate([[True], inner[1:] != inner[:-1]])] if len(inner) else inner
+    inner = inner[is_word[inner] & is_word[inner - 1]]
+    if len(inner):
+        starts = np.sort(np.concatenate([starts, inner]))
+        ends = np.sort(np.concatenate([ends, inner]))
+    counts = np.bincount(np.searchsorted(offsets, starts, side="right") - 1,
+                         minlength=len(texts)).astype(np.int64)
+    return _span_hashes(data, starts, ends - starts), counts
