@@ -32,10 +32,11 @@ written last) and reused by later runs with the same settings.
 (ingest_warc -> extract (resiliparse) -> langid -> heuristic_filter (url_blocklist, Gopher
 repetition, Gopher quality, FineWeb quality) -> pii -> exact_dedup -> minhash_dedup (4
 phases) -> train_tokenizer -> tokenize), through `pipeline.run` from a cold run directory,
-on the local executor and on dask with 1 and 2 worker processes (a LocalCluster this script
-starts, so it can ask each worker for its peak RSS through `client.run`). Each run is its
-own subprocess. CPU seconds = getrusage (user + system) of the driver, self and children,
-plus each dask worker's own, self and children, read just before the cluster closes;
+on the local executor and on dask with 1 and 2 worker processes (the LocalCluster that
+lmforge starts, `pipeline.executors.local_cluster`, started here so that the script can ask
+each worker for its peak RSS through `client.run`). Each run is its own subprocess. CPU
+seconds = getrusage (user + system) of the driver, self and children, plus each dask
+worker's own, self and children, read just before the cluster closes;
 `docs/CPU-s` = HTML pages read / CPU seconds, so other load on the machine does not change
 it (wall times do change). "task s" is the sum of the stages' task seconds (stats.json):
 the wall time of the tasks themselves, without the driver, the scheduler or start-up.
@@ -73,7 +74,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import logging
 import os
 import random
 import re
@@ -287,10 +287,11 @@ def run_lmforge(spec: dict) -> dict:
     start = time.perf_counter()
     cluster = client = scheduler = None
     if spec["executor"] == "dask":
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
 
-        cluster = LocalCluster(n_workers=spec["workers"], threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        from pipeline.executors import local_cluster
+
+        cluster = local_cluster(spec["workers"])  # the one `lmforge run --executor dask` starts
         client = Client(cluster)
         scheduler = cluster.scheduler_address
         started = list(client.run(usage).values())
