@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # dask's own INFO lines (workers, nannies, cancelled keys) only with -v
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        # distributed sets that level again from its `logging` config when first imported
+        # (later, by a dask executor): the same level there, for workers too.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         return args.func(args)
     except BrokenPipeError:  # `lmforge status RUN | head`: the reader left, not a failure
