@@ -19,7 +19,8 @@ word salad drawn from the articles' own word frequencies, Lorem ipsum templates,
 data, pages in 15 other languages (the vim tutorial) and listing pages; `--junk-ratio`
 sets the junk's text against the clean text's (1.0: about half the crawl is junk).
 
-The ablation file's arms are five training corpora that share crawl -> ingest_warc -> extract:
+The ablation file's arms are training corpora that share crawl -> ingest_warc -> extract
+(configs/ablations/web.yaml lists them all; the main ones):
 - **raw**: the extracted text of every page, as it comes;
 - **lmforge, FineWeb recipe**: the same text through `langid` (English, score >= 0.65),
   `heuristic_filter` (FineWeb's recipe: Gopher repetition, Gopher quality, C4 quality
@@ -33,8 +34,12 @@ The ablation file's arms are five training corpora that share crawl -> ingest_wa
 - **+ short lines**: the same again, and C4's line cleaning keeps lines of fewer than three
   words (speaker names, short verse lines, the blank lines between paragraphs), which
   FineWeb's C4 step deletes;
-- **+ no duplicated-line rule**: the same again, without FineWeb's "characters in
-  duplicated lines <= 1%" rule, which drops a play once its speaker names stay in.
+- **+ no duplicated-line rule** (`dialogue`, the rules of `preset: lmforge`): the same
+  again, without FineWeb's "characters in duplicated lines <= 1%" rule, which drops a play
+  once its speaker names stay in;
+- **lmforge** (the default recipe): `dialogue` + `coherence_filter`, which drops the word
+  salad that passes every rule (adjacent words that carry no information about each other);
+- quality-classifier arms and the same rules on trafilatura's extraction.
 
 Each arm then trains its own byte-level BPE tokenizer (same vocab size), writes token
 shards, and the `pretrain` stage trains the same Llama-style model (same shape, seed,

@@ -7,8 +7,8 @@ writes `DIR/lmforge.yaml` (never over an existing one) and prints the command th
 The recipe is the demo's (configs/demo.yaml), the same stages in the same order, from the
 source on: a crawl starts with `crawl -> ingest_warc -> extract`, WARC files with
 `ingest_warc -> extract`, JSONL and Parquet (already text) with `ingest`; then language ID,
-heuristic filters, PII masking, exact and MinHash dedup, a BPE tokenizer, token shards and
-pretraining. The file is text written here, not a dumped dict, so that its comments (what
+heuristic filters, PII masking, exact and MinHash dedup, the word-salad filter, a BPE
+tokenizer, token shards and pretraining. The file is text written here, not a dumped dict, so that its comments (what
 a parameter does, its default, where the recipe departs from it) reach the user.
 
 PATH may be a file, a glob or a folder; a folder becomes one recursive glob per file type
@@ -222,14 +222,14 @@ def _model_stages(plan: dict[str, Any] | None) -> str:
     return f"""\
   tokenizer:
     kind: train_tokenizer         # byte-level BPE trained on a sample of the corpus
-    inputs: [dedup]
+    inputs: [coherence]
     params:
       {f"vocab_size: {vocab}":<26}# specials included; kind default 32768
       sample_bytes: 100000000   # UTF-8 bytes of text it is trained on
       heldout_bytes: 50000      # held out for the bytes-per-token figure in the report
   tokens:
     kind: tokenize                # documents -> train/val token shards
-    inputs: [dedup, tokenizer]
+    inputs: [coherence, tokenizer]
     params:
       {f"val_fraction: {val_fraction}":<26}# of documents, for validation loss
       shuffle: true             # documents shuffled across shards
@@ -253,7 +253,8 @@ def render(kind: str, paths: list[str], name: str, run_dir: str, config_path: st
     return f"""\
 # An lmforge pipeline config, written by `lmforge init`. The demo's recipe (configs/demo.yaml):
 # {flow} -> language ID -> heuristic filters -> PII masking ->
-# exact and MinHash dedup -> BPE tokenizer -> token shards -> a pretrained Llama-style model.
+# exact and MinHash dedup -> word-salad filter -> BPE tokenizer -> token shards -> a
+# pretrained Llama-style model.
 #
 #   lmforge validate {config_path}
 #       checks it and prints the stages; runs nothing
@@ -304,6 +305,12 @@ stages:
       ngram: 5
       partitions: 4             # as the demo; kind default 16 (more for more documents)
       verify: exact             # candidate pairs checked on their shingles
+  coherence:
+    kind: coherence_filter        # composite: coherence.counts, .table, coherence
+    inputs: [dedup]               # word salad out: the mean PMI of adjacent words, under
+    params:                       # the corpus's own word-pair counts (a sample of shards)
+      min_pmi: 0.05             # nats; salad scores about 0 or below, prose 0.3-3
+      sample_words: 10000000    # words counted for the word-pair table
 {_model_stages(plan)}"""
 
 
