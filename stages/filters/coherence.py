@@ -36,6 +36,7 @@ word or pair; a sample of S words has at most S distinct pairs.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,10 @@ from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
 from stages.words import normalize_texts, splitmix64, words_of
 
 REJECT_LOW_COHERENCE = "coherence:low_pmi"
+# Characters of text turned into word arrays at once: word hashing holds about 40 bytes per
+# character of its input, so a chunk costs about 40 MB whatever the documents' sizes.
+CHUNK_CHARS = 1 << 20
+MERGE_EVERY = 16  # chunk tables held before they are summed
 TABLE_FILE = "table.npz"  # coherence_table writes it, coherence_keep reads it
 DISCOUNT = 0.75
 _PAIR_MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -130,21 +135,49 @@ class Table:
             raise ValueError(f"{path}: a coherence table whose arrays do not match")
         return table
 
-    def scores(self, words: Words, counted: np.ndarray) -> np.ndarray:
-        """Each document's coherence (mean adjacent-word PMI, nats; NaN with no pair).
+    def scores(self, texts: list[str], counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each text's coherence: mean adjacent-word PMI, nats, NaN with no pair; its words).
 
-        `counted[d]` says document d is in this table's sample: its own words and pairs are
+        `counted[i]` says text i is in this table's sample: its own words and pairs are
         taken out of the counts before it is scored (leave-one-out).
         """
+        coherence = np.full(len(texts), np.nan)
+        n_words = np.zeros(len(texts), dtype=np.int64)
+        for lo, hi in _groups(texts):
+            if hi - lo == 1 and len(texts[lo]) > CHUNK_CHARS:  # one long text, piece by piece
+                own = _long_text_table(texts[lo]) if counted[lo] else None
+                total, pairs = 0.0, 0
+                for piece in _pieces(texts[lo]):
+                    words = Words(pa.array([piece], pa.string()))
+                    sums, n = self._pair_sums(words, counted[lo:hi], own)
+                    total, pairs = total + float(sums[0]), pairs + int(n[0])
+                    n_words[lo] += int(words.per_doc[0])
+                coherence[lo] = total / pairs if pairs else np.nan
+                continue
+            words = Words(pa.array(texts[lo:hi], pa.string()))
+            sums, n = self._pair_sums(words, counted[lo:hi], None)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                coherence[lo:hi] = np.where(n > 0, sums / np.maximum(n, 1), np.nan)
+            n_words[lo:hi] = words.per_doc
+        return coherence, n_words
+
+    def _pair_sums(self, words: Words, counted: np.ndarray,
+                   own: Table | None) -> tuple[np.ndarray, np.ndarray]:
+        """(summed PMI, pairs) of each text of `words`; `own`: the counts of the one text
+        `words` is a piece of, when that text is longer than one chunk."""
         n_docs = len(words.per_doc)
         keys, left, pair_doc = words.pairs()
         if not len(keys):
-            return np.full(n_docs, np.nan)
+            return np.zeros(n_docs), np.zeros(n_docs, dtype=np.int64)
         c_ab = _lookup(self.pairs, self.pair_counts, keys)
         c_w = _lookup(self.words, self.word_counts, words.hashes)
         if counted.any():
-            own_pair = _own_counts(keys, pair_doc)
-            own_word = _own_counts(words.hashes, words.doc_of_word)
+            if own is not None:
+                own_pair = _lookup(own.pairs, own.pair_counts, keys)
+                own_word = _lookup(own.words, own.word_counts, words.hashes)
+            else:
+                own_pair = _own_counts(keys, pair_doc)
+                own_word = _own_counts(words.hashes, words.doc_of_word)
             c_ab = c_ab - np.where(counted[pair_doc], own_pair, 0)
             c_w = c_w - np.where(counted[words.doc_of_word], own_word, 0)
         c_a, c_b = c_w[left], c_w[left + 1]
@@ -155,7 +188,72 @@ class Table:
             w_total, p_total = float(self.totals[0]), float(self.totals[1])
             pmi[seen] = (np.log(c_ab[seen]) + 2 * np.log(w_total) - np.log(p_total)
                          - np.log(c_a[seen]) - np.log(c_b[seen]))
-        return _mean(pmi, pair_doc, n_docs)
+        return (np.bincount(pair_doc, weights=pmi, minlength=n_docs),
+                np.bincount(pair_doc, minlength=n_docs))
+
+
+def count_texts(texts: list[str], budget: int | None = None) -> tuple[Table, int]:
+    """(the counts of the first texts, how many): texts in order, each counted whole, while
+    fewer than `budget` words have been counted (all of them with no budget)."""
+    tables: list[Table] = []
+    counted_words, taken = 0, 0
+    for lo, hi in _groups(texts):
+        if budget is not None and counted_words >= budget:
+            break
+        if hi - lo == 1 and len(texts[lo]) > CHUNK_CHARS:
+            table, k = _long_text_table(texts[lo]), 1
+        else:
+            words = Words(pa.array(texts[lo:hi], pa.string()))
+            k = hi - lo
+            if budget is not None:
+                before = counted_words + np.cumsum(words.per_doc) - words.per_doc
+                k = int(np.searchsorted(before, budget, side="left"))
+                if k < hi - lo:
+                    words = Words(pa.array(texts[lo:lo + k], pa.string()))
+            table = Table.of_words(words)
+        tables.append(table)
+        counted_words += int(table.totals[0])
+        taken += k
+        if len(tables) >= MERGE_EVERY:
+            tables = [Table.merge(tables)]
+    table = Table.merge(tables)
+    table.totals[2] = taken
+    return table, taken
+
+
+def _long_text_table(text: str) -> Table:
+    """The counts of one text longer than a chunk, piece by piece."""
+    table = Table.merge([Table.of_words(Words(pa.array([p], pa.string()))) for p in _pieces(text)])
+    table.totals[2] = 1
+    return table
+
+
+def _groups(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """[lo, hi) ranges of consecutive texts of at most CHUNK_CHARS characters together, or
+    one text longer than that alone."""
+    lo, size = 0, 0
+    for i, text in enumerate(texts):
+        if i > lo and size + len(text) > CHUNK_CHARS:
+            yield lo, i
+            lo, size = i, 0
+        size += len(text)
+    if lo < len(texts):
+        yield lo, len(texts)
+
+
+def _pieces(text: str) -> list[str]:
+    """A text cut into pieces of at most CHUNK_CHARS characters, at a space or line break in
+    the last half of each where there is one. Pairs across a cut are neither counted nor
+    scored (one pair in a million words)."""
+    pieces, start = [], 0
+    while len(text) - start > CHUNK_CHARS:
+        end = start + CHUNK_CHARS
+        cut = max(text.rfind(" ", end - CHUNK_CHARS // 2, end), text.rfind("\n", end - CHUNK_CHARS // 2, end))
+        end = cut if cut > start else end
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
 
 
 def _clip(counts: np.ndarray) -> np.ndarray:
@@ -184,10 +282,3 @@ def _own_counts(keys: np.ndarray, doc: np.ndarray) -> np.ndarray:
         per_doc = splitmix64(keys ^ (doc.astype(np.uint64) * _PAIR_MIX))
     _, inverse, counts = np.unique(per_doc, return_inverse=True, return_counts=True)
     return counts[inverse.reshape(-1)].astype(np.int64)
-
-
-def _mean(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
-    totals = np.bincount(doc, weights=values, minlength=n_docs)
-    n = np.bincount(doc, minlength=n_docs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, totals / np.maximum(n, 1), np.nan)

@@ -8,20 +8,16 @@ sample_words / tasks words (whole documents), and writes `counts/<shard>.npz`, w
 totals record how many documents it counted: coherence_keep takes exactly those out of
 the counts when it scores them (leave-one-out).
 
-Memory: one batch of texts (ROWS_PER_BATCH documents) plus the shard's table (about 12
-bytes per distinct word or pair, at most 24 bytes per counted word).
+Memory: one batch of texts (ROWS_PER_BATCH documents, at most MAX_BATCH_TEXT), the word
+arrays of one chunk (CHUNK_CHARS of text, about 40 MB) and the shard's table (about 12 bytes
+per distinct word or pair, at most 24 bytes per counted word).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
-
 from pipeline.artifacts import ROWS_PER_BATCH, open_parquet
 from pipeline.stage import Counts, DocStage, Params, Stage, StageInput, Task, TaskResult
-from stages.filters.coherence import Table, Words
-
-MERGE_EVERY = 16  # batch tables held before they are summed
+from stages.filters.coherence import Table, count_texts
 
 
 class CoherenceCountsParams(Params):
@@ -48,29 +44,21 @@ class CoherenceCounts(Stage):
     def run_task(self, task: Task) -> TaskResult:
         budget = task.get("words")
         tables: list[Table] = []
-        counted = Counts()
-        words_so_far = 0
+        counted_words, counted_docs = 0, 0
         with open_parquet(task.inputs[0]) as parquet:
             for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=["text"]):
-                texts = batch.column("text")
-                words = Words(texts)
-                # Whole documents, while the words counted before each are under the budget.
-                before = words_so_far + np.cumsum(words.per_doc) - words.per_doc
-                take = int(np.searchsorted(before, budget, side="left"))
-                if take < len(texts):
-                    words = Words(texts.slice(0, take))
-                tables.append(Table.of_words(words))
-                counted.n_in += take
-                words_so_far += int(words.per_doc.sum())
-                if len(tables) >= MERGE_EVERY:
-                    tables = [Table.merge(tables)]
-                if take < len(texts):
+                texts = batch.column("text").to_pylist()
+                table, taken = count_texts(texts, budget - counted_words)
+                tables = [Table.merge([*tables, table])]
+                counted_words += int(table.totals[0])
+                counted_docs += taken
+                if taken < len(texts) or counted_words >= budget:
                     break
-        counted.kept = counted.n_in
         table = Table.merge(tables)
+        table.totals[2] = counted_docs
         entry = table.save(self.stage_dir, self.stage_dir / "counts" / f"{task.name}.npz")
-        return TaskResult([entry], counted, info={"words": int(table.totals[0]),
-                                                  "distinct_pairs": len(table.pairs)})
+        return TaskResult([entry], Counts(n_in=counted_docs, kept=counted_docs),
+                          info={"words": counted_words, "distinct_pairs": len(table.pairs)})
 
 
 def sample_evenly(n: int, k: int) -> list[int]:

@@ -7,7 +7,9 @@ of the counts when coherence_counts counted them (leave-one-out: `meta/counted.j
 `coherence` (null for a document with fewer than two words) and drops a document of at
 least `min_words` words scoring below `min_pmi` as `coherence:low_pmi`.
 
-Memory: one batch of documents (ROWS_PER_BATCH, or MAX_BATCH_TEXT of text) and the table.
+Memory: one batch of documents (ROWS_PER_BATCH, or MAX_BATCH_TEXT of text), the word arrays
+of one chunk of it (CHUNK_CHARS of text, about 40 MB, stages/filters/coherence.py) and the
+table.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline import storage
 from pipeline.artifacts import MAX_BATCH_TEXT, ROWS_PER_BATCH
 from pipeline.documents import Document, Rejected
 from pipeline.stage import FilterStage, Params, StageInput, Task, TaskResult
-from stages.filters.coherence import REJECT_LOW_COHERENCE, Table, Words
+from stages.filters.coherence import REJECT_LOW_COHERENCE, Table
 from stages.filters.coherence_table import table_files
 
 
@@ -66,12 +68,11 @@ class CoherenceKeep(FilterStage):
             yield from self._judge(batch, row)
 
     def _judge(self, batch: list[Document], first_row: int) -> Iterator[Document | Rejected]:
-        words = Words(pa.array([d.text for d in batch], pa.string()))
         counted = first_row + np.arange(len(batch)) < self._counted
-        scores = self._table.scores(words, counted)
-        for doc, score, n_words in zip(batch, scores.tolist(), words.per_doc.tolist()):
+        scores, n_words = self._table.scores([d.text for d in batch], counted)
+        for doc, score, words in zip(batch, scores.tolist(), n_words.tolist()):
             doc.columns["coherence"] = None if math.isnan(score) else score
-            if n_words >= self.params.min_words and score < self.params.min_pmi:
+            if words >= self.params.min_words and score < self.params.min_pmi:
                 yield Rejected(doc, REJECT_LOW_COHERENCE)
             else:
                 yield doc

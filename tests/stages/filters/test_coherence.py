@@ -7,6 +7,7 @@ import json
 import math
 import random
 import re
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import run
-from stages.filters.coherence import Table, Words
+from stages.filters import coherence
+from stages.filters.coherence import Table, Words, count_texts
 from stages.filters.coherence_counts import sample_evenly
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -135,18 +137,50 @@ def test_scores_match_the_formula_with_leave_one_out():
     docs, _, _ = corpus(seed=2)
     texts = list(docs.values())[:40]
     counted = np.array([i % 3 != 0 for i in range(len(texts))])  # some held out
-    words = Words(pa.array([t for t, c in zip(texts, counted) if c]))
-    table = Table.of_words(words)
-    got = table.scores(Words(pa.array(texts)), counted)
+    table, taken = count_texts([t for t, c in zip(texts, counted) if c])
+    assert taken == counted.sum() == table.totals[2]
+    got, n_words = table.scores(texts, counted)
     expected = brute_force_scores(texts, counted.tolist())
     assert np.allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert n_words.tolist() == [len(re.findall(r"[a-z0-9]+", t.lower())) for t in texts]
+
+
+def test_chunks_bound_memory_and_change_nothing_but_the_cut_pairs(monkeypatch):
+    texts = natural_texts()
+    whole, _ = count_texts(texts)
+    expected, _ = whole.scores(texts, np.ones(len(texts), bool))
+    monkeypatch.setattr(coherence, "CHUNK_CHARS", 3000)  # many texts per chunk, long ones cut
+    long = [i for i, t in enumerate(texts) if len(t) > 3000]
+    assert long and len(long) < len(texts) - 10
+    chunked, _ = count_texts(texts)
+    assert chunked.totals[2] == len(texts)
+    # Only pairs across a cut go missing: a few per long text.
+    assert 0 < whole.totals[1] - chunked.totals[1] <= sum(len(texts[i]) // 1500 for i in long)
+    got, _ = chunked.scores(texts, np.ones(len(texts), bool))
+    short = np.setdiff1d(np.arange(len(texts)), long)
+    assert np.allclose(got[short], expected[short], atol=0.02)
+    assert np.allclose(got[long], expected[long], atol=0.02)  # own counts still taken out
+
+
+def test_a_20_mb_document_is_scored_in_bounded_memory():
+    rng = random.Random(0)
+    vocabulary = [f"w{i}" for i in range(50_000)]
+    text = " ".join(rng.choices(vocabulary, k=2_500_000))  # 17 MB of salad
+    table, _ = count_texts([" ".join(rng.choices(vocabulary, k=300_000))])  # other salad
+    tracemalloc.start()
+    try:
+        scores, n_words = table.scores([text], np.array([False]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n_words[0] == 2_500_000 and scores[0] < 0.05
+    assert peak < 200 << 20  # word arrays of one 1M-character chunk at a time, not of 17 MB
 
 
 def test_tables_add_up_and_round_trip(tmp_path):
     texts = natural_texts()
     whole = Table.of_words(Words(pa.array(texts)))
-    halves = Table.merge([Table.of_words(Words(pa.array(texts[:20]))),
-                          Table.of_words(Words(pa.array(texts[20:])))])
+    halves = Table.merge([count_texts(texts[:20])[0], count_texts(texts[20:])[0]])
     for a, b in [(whole.words, halves.words), (whole.word_counts, halves.word_counts),
                  (whole.pair_counts, halves.pair_counts), (whole.totals[:2], halves.totals[:2])]:
         assert np.array_equal(a, b)
