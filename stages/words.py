@@ -12,9 +12,15 @@ It lives outside the families because stage families never import each other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+SPAN_BLOCK = 1 << 20  # bytes of words hashed at once (about 40 bytes of arrays per byte)
+SLICE_BYTES = 4 << 20  # text per call of the stages' word hashers: MinHash signatures and
+# exact fingerprints hold about 100 bytes per word of their input, so about 60 MB a slice
 
 NON_WORD = r"[^\p{L}\p{N}\p{M}]+"
 
@@ -83,21 +89,45 @@ def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Hash of each non-empty byte span of `data` (spans given in order, not overlapping)."""
+    """Hash of each non-empty byte span of `data` (spans given in order, not overlapping).
+
+    The bytes of the spans are taken SPAN_BLOCK at a time (a long word across blocks adds up
+    its parts: the sum is position-weighted, so it splits), which bounds the per-byte arrays
+    at about 40 bytes x SPAN_BLOCK whatever the input.
+    """
     if len(starts) == 0:
         return np.empty(0, dtype=np.uint64)
     total = int(lengths.sum())
-    # Position of every byte inside its span, and the bytes themselves, compacted.
-    span_first = np.cumsum(lengths) - lengths
-    position = np.arange(total, dtype=np.int64) - np.repeat(span_first, lengths)
-    index = np.repeat(starts, lengths) + position
+    span_first = np.cumsum(lengths) - lengths  # where each span's bytes start, compacted
+    weights = position_weights(int(lengths.max()))
     with np.errstate(over="ignore"):
-        weights = position_weights(int(lengths.max()))[position]
-        terms = (data[index].astype(np.uint64) + np.uint64(1)) * weights
-        sums = np.add.reduceat(terms, span_first) + lengths.astype(np.uint64) * np.uint64(
-            0xD6E8FEB86659FD93
-        )
+        sums = lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)
+        for lo in range(0, total, SPAN_BLOCK):
+            hi = min(lo + SPAN_BLOCK, total)
+            first = int(np.searchsorted(span_first, lo, side="right")) - 1
+            spans = np.arange(first, int(np.searchsorted(span_first, hi, side="left")))
+            seg_start = np.maximum(span_first[spans], lo)
+            seg_len = np.minimum(span_first[spans] + lengths[spans], hi) - seg_start
+            owner = np.repeat(spans, seg_len)
+            position = np.arange(lo, hi, dtype=np.int64) - span_first[owner]
+            byte = data[starts[owner] + position].astype(np.uint64)
+            terms = (byte + np.uint64(1)) * weights[position]
+            sums[spans] += np.add.reduceat(terms, seg_start - lo)
     return splitmix64(sums)
+
+
+def text_slices(texts: pa.Array, max_bytes: int = SLICE_BYTES) -> Iterator[pa.Array]:
+    """Consecutive slices of `texts` holding at most `max_bytes` of UTF-8 each (a longer text
+    alone): what the bulk word hashers take at once, so their arrays stay bounded."""
+    sizes = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False)
+    lo, size = 0, 0
+    for i, n in enumerate(sizes.tolist()):
+        if i > lo and size + n > max_bytes:
+            yield texts.slice(lo, i - lo)
+            lo, size = i, 0
+        size += n
+    if lo < len(texts) or not len(texts):
+        yield texts.slice(lo)
 
 
 def hash_strings(strings: pa.Array) -> np.ndarray:

@@ -35,6 +35,7 @@ from stages.dedup.minhash import (
     run_relative,
     text_fingerprints,
 )
+from stages.words import text_slices
 
 BATCH_ROWS = 4096
 
@@ -68,12 +69,15 @@ class ExactFingerprints(Stage):
         counts = Counts()
         with open_parquet(path) as parquet:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                texts = batch.column("text")
-                urls = batch.column("url") if self.params.include_url else None
-                fingerprints.append(text_fingerprints(texts, urls))
+                start = 0
+                for texts in text_slices(batch.column("text")):  # bounded word arrays
+                    urls = (batch.column("url").slice(start, len(texts))
+                            if self.params.include_url else None)
+                    fingerprints.append(text_fingerprints(texts, urls))
+                    start += len(texts)
                 ids.append(batch.column("id").cast(pa.string()))
-                counts.n_in += len(texts)
-                counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
+                counts.n_in += batch.num_rows
+                counts.bytes_in += int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
         counts.kept = counts.n_in
         fp = np.concatenate(fingerprints) if fingerprints else np.empty((0, 2), np.uint64)
         id_column = pa.concat_arrays(ids) if ids else pa.array([], pa.string())

@@ -46,6 +46,7 @@ from stages.dedup.minhash import (
     shingle_sets,
 )
 from pipeline.stage import Counts, Params, Stage, StageInput, Task, TaskResult
+from stages.words import text_slices
 
 BATCH_ROWS = 1024
 
@@ -114,22 +115,23 @@ class MinhashSignatures(Stage):
         no_words = 0
         with open_parquet(path) as parquet:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["text"]):
-                texts = batch.column(0)
-                shingles, per_doc = hasher.shingles(texts)
-                sig = hasher.signatures_of_shingles(shingles, per_doc)
-                batch_refs = doc_ref(shard_index, np.arange(counts.n_in, counts.n_in + len(texts)))
-                has_words = per_doc > 0
-                no_words += int((~has_words).sum())
-                keys.append(band_keys(sig[has_words], bands, rows))
-                refs.append(batch_refs[has_words])
-                if p.keep_signatures:
-                    signatures.append(sig)
-                if p.keep_shingles:
-                    values, offsets = shingle_sets(shingles, per_doc)
-                    sets.append(values)
-                    set_sizes.append(np.diff(offsets))
-                counts.n_in += len(texts)
-                counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
+                for texts in text_slices(batch.column(0)):  # bounded word arrays
+                    shingles, per_doc = hasher.shingles(texts)
+                    sig = hasher.signatures_of_shingles(shingles, per_doc)
+                    rows_in = np.arange(counts.n_in, counts.n_in + len(texts))
+                    batch_refs = doc_ref(shard_index, rows_in)
+                    has_words = per_doc > 0
+                    no_words += int((~has_words).sum())
+                    keys.append(band_keys(sig[has_words], bands, rows))
+                    refs.append(batch_refs[has_words])
+                    if p.keep_signatures:
+                        signatures.append(sig)
+                    if p.keep_shingles:
+                        values, offsets = shingle_sets(shingles, per_doc)
+                        sets.append(values)
+                        set_sizes.append(np.diff(offsets))
+                    counts.n_in += len(texts)
+                    counts.bytes_in += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
         counts.kept = counts.n_in
 
         files = self._write_buckets(task.name, keys, refs, bands)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,8 @@ from stages.dedup.minhash import (
     text_fingerprints,
     union_pairs,
 )
-from stages.words import normalize_texts, words_of
+from stages import words
+from stages.words import hash_strings, normalize_texts, text_slices, words_of
 from tests.stages.dedup.conftest import edited, true_jaccard
 
 
@@ -160,3 +162,39 @@ def test_text_fingerprints_equal_exactly_for_equal_normalized_text():
     assert len(distinct) == 4
     with_url = text_fingerprints(texts.slice(0, 2), pa.array(["http://a", "http://b"]))
     assert not (with_url[0] == with_url[1]).all()
+
+
+def test_word_hashes_do_not_depend_on_the_block_they_are_hashed_in(monkeypatch):
+    rng = random.Random(3)
+    texts = pa.array([" ".join("".join(rng.choice("abcxyz09é") for _ in range(rng.randint(1, 30)))
+                               for _ in range(rng.randint(0, 60))) for _ in range(100)]
+                     + ["x" * 5000, "", None])
+    expected = words_of(normalize_texts(texts)), hash_strings(texts)
+    monkeypatch.setattr(words, "SPAN_BLOCK", 7)  # words cut across blocks everywhere
+    got = words_of(normalize_texts(texts)), hash_strings(texts)
+    assert np.array_equal(got[0][0], expected[0][0]) and np.array_equal(got[0][1], expected[0][1])
+    assert np.array_equal(got[1], expected[1])
+
+
+def test_text_slices_bound_bytes_and_keep_order():
+    texts = pa.array(["a" * 30, "b" * 30, "c" * 100, "d" * 10, None, "e" * 10])
+    slices = list(text_slices(texts, max_bytes=64))
+    assert [s.to_pylist() for s in slices] == [
+        ["a" * 30, "b" * 30], ["c" * 100], ["d" * 10, None, "e" * 10]]
+    assert [len(s) for s in text_slices(pa.array([], pa.string()))] == [0]
+
+
+def test_signatures_of_a_32_mb_batch_stay_bounded():
+    rng = random.Random(0)
+    vocabulary = [f"word{i}" for i in range(20_000)]
+    texts = pa.array([" ".join(rng.choices(vocabulary, k=4000)) for _ in range(800)])  # 30 MB
+    hasher = MinHasher(128, 5, 0)
+    tracemalloc.start()
+    try:
+        for piece in text_slices(texts):
+            hasher.signatures(piece)
+            text_fingerprints(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 250 << 20  # 1.38 GB when the whole batch was hashed at once
