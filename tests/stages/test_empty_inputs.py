@@ -61,12 +61,13 @@ def empty_dag(tmp_path):
         "tokens": {"kind": "tokenize", "inputs": ["none", "tokenizer"]},
         "decon": {"kind": "decontaminate", "inputs": ["none"],
                   "params": {"paths": [str(tmp_path / "eval.txt")]}},
+        "coherent": {"kind": "coherence_filter", "inputs": ["none"]},
     }
     return {"name": "empty", "run_dir": str(tmp_path / "run"), "stages": stages}
 
 
 EMPTY = ["pages", "text", "langid", "heuristics", "pii", "exact", "dedup", "top", "above",
-         "tokens", "decon"]
+         "tokens", "decon", "coherent"]
 
 
 def test_document_stages_complete_with_zero_documents(tmp_path):
@@ -112,5 +113,6 @@ def test_every_kind_is_covered(tmp_path):
     # files; crawl with no page fetched is an error of its own (tests/stages/crawl)
     others = {"exact_fingerprints", "exact_duplicates", "exact_filter", "minhash_signatures",
               "minhash_buckets", "minhash_clusters", "minhash_filter", "quality_threshold",
-              "quality_scores", "quality_cut", "quality_top", "sft", "dpo", "crawl"}
+              "quality_scores", "quality_cut", "quality_top", "coherence_counts",
+              "coherence_table", "coherence_keep", "sft", "dpo", "crawl"}
     assert set(STAGE_KINDS) == covered | others
