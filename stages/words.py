@@ -116,18 +116,28 @@ def _span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     return splitmix64(sums)
 
 
+def groups_under(sizes: list[int], limit: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi) ranges of consecutive items whose sizes add up to at most `limit` (an item
+    larger than that alone), in order: how the bulk word hashers cut their input."""
+    lo, size = 0, 0
+    for i, n in enumerate(sizes):
+        if i > lo and size + n > limit:
+            yield lo, i
+            lo, size = i, 0
+        size += n
+    if lo < len(sizes):
+        yield lo, len(sizes)
+
+
 def text_slices(texts: pa.Array, max_bytes: int = SLICE_BYTES) -> Iterator[pa.Array]:
     """Consecutive slices of `texts` holding at most `max_bytes` of UTF-8 each (a longer text
     alone): what the bulk word hashers take at once, so their arrays stay bounded."""
+    if not len(texts):
+        yield texts
+        return
     sizes = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False)
-    lo, size = 0, 0
-    for i, n in enumerate(sizes.tolist()):
-        if i > lo and size + n > max_bytes:
-            yield texts.slice(lo, i - lo)
-            lo, size = i, 0
-        size += n
-    if lo < len(texts) or not len(texts):
-        yield texts.slice(lo)
+    for lo, hi in groups_under(sizes.tolist(), max_bytes):
+        yield texts.slice(lo, hi - lo)
 
 
 def hash_strings(strings: pa.Array) -> np.ndarray:

@@ -36,7 +36,6 @@ word or pair; a sample of S words has at most S distinct pairs.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ import pyarrow as pa
 
 from pipeline import storage
 from pipeline.artifacts import FileEntry, commit_artifact, tmp_path_for
-from stages.words import normalize_texts, splitmix64, words_of
+from stages.words import groups_under, normalize_texts, splitmix64, words_of
 
 REJECT_LOW_COHERENCE = "coherence:low_pmi"
 # Characters of text turned into word arrays at once: word hashing holds about 40 bytes per
@@ -58,11 +57,10 @@ _MAX_COUNT = np.iinfo(np.uint32).max
 
 
 class Words:
-    """The normalized words of a batch of texts: hashes in order, and where each text's start."""
+    """The normalized words of a batch of texts: hashes in order, and each word's text."""
 
     def __init__(self, texts: pa.Array):
         self.hashes, self.per_doc = words_of(normalize_texts(texts))
-        self.first = np.cumsum(self.per_doc) - self.per_doc
         self.doc_of_word = np.repeat(np.arange(len(self.per_doc)), self.per_doc)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,7 +141,7 @@ class Table:
         """
         coherence = np.full(len(texts), np.nan)
         n_words = np.zeros(len(texts), dtype=np.int64)
-        for lo, hi in _groups(texts):
+        for lo, hi in groups_under([len(t) for t in texts], CHUNK_CHARS):
             if hi - lo == 1 and len(texts[lo]) > CHUNK_CHARS:  # one long text, piece by piece
                 own = _long_text_table(texts[lo]) if counted[lo] else None
                 total, pairs = 0.0, 0
@@ -197,7 +195,7 @@ def count_texts(texts: list[str], budget: int | None = None) -> tuple[Table, int
     fewer than `budget` words have been counted (all of them with no budget)."""
     tables: list[Table] = []
     counted_words, taken = 0, 0
-    for lo, hi in _groups(texts):
+    for lo, hi in groups_under([len(t) for t in texts], CHUNK_CHARS):
         if budget is not None and counted_words >= budget:
             break
         if hi - lo == 1 and len(texts[lo]) > CHUNK_CHARS:
@@ -226,19 +224,6 @@ def _long_text_table(text: str) -> Table:
     table = Table.merge([Table.of_words(Words(pa.array([p], pa.string()))) for p in _pieces(text)])
     table.totals[2] = 1
     return table
-
-
-def _groups(texts: list[str]) -> Iterator[tuple[int, int]]:
-    """[lo, hi) ranges of consecutive texts of at most CHUNK_CHARS characters together, or
-    one text longer than that alone."""
-    lo, size = 0, 0
-    for i, text in enumerate(texts):
-        if i > lo and size + len(text) > CHUNK_CHARS:
-            yield lo, i
-            lo, size = i, 0
-        size += len(text)
-    if lo < len(texts):
-        yield lo, len(texts)
 
 
 def _pieces(text: str) -> list[str]:

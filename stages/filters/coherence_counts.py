@@ -43,19 +43,15 @@ class CoherenceCounts(Stage):
 
     def run_task(self, task: Task) -> TaskResult:
         budget = task.get("words")
-        tables: list[Table] = []
-        counted_words, counted_docs = 0, 0
+        table = Table.empty()
         with open_parquet(task.inputs[0]) as parquet:
             for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=["text"]):
                 texts = batch.column("text").to_pylist()
-                table, taken = count_texts(texts, budget - counted_words)
-                tables = [Table.merge([*tables, table])]
-                counted_words += int(table.totals[0])
-                counted_docs += taken
-                if taken < len(texts) or counted_words >= budget:
+                counts, taken = count_texts(texts, budget - int(table.totals[0]))
+                table = Table.merge([table, counts])  # totals: words, pairs, texts counted
+                if taken < len(texts) or table.totals[0] >= budget:
                     break
-        table = Table.merge(tables)
-        table.totals[2] = counted_docs
+        counted_words, counted_docs = int(table.totals[0]), int(table.totals[2])
         entry = table.save(self.stage_dir, self.stage_dir / "counts" / f"{task.name}.npz")
         return TaskResult([entry], Counts(n_in=counted_docs, kept=counted_docs),
                           info={"words": counted_words, "distinct_pairs": len(table.pairs)})
