@@ -27,7 +27,11 @@ by `TextView`: the words, their counts (per-word tests such as "punctuation only
 letter" then run once per distinct word, weighted by its count), the punctuation-only
 words, the lines and the n-gram ids of `stages.filters.text.WordNgrams`, shared by the
 top and the duplicated n-gram rules. Line and paragraph statistics use set sizes and
-`str`/`re` calls that loop in C. The scores are the same integers divided the same way as
+`str`/`re` calls that loop in C. C4 tests the whole text first: when no line rule but "too
+few words" can fire (no citation, brace, policy phrase, ... anywhere: most pages), its lines
+are cleaned by C-level maps instead of a Python loop; its sentences are counted for all lines
+at once from the word ids the repetition rules already built; and when it removed nothing,
+the rule sets after it keep every word statistic instead of splitting the text again. The scores are the same integers divided the same way as
 in the plain definitions, so they are equal to the last bit; tests/stages/filters/
 test_heuristic_reference.py checks every score and decision against plain references.
 Memory per document: the text, its word list and counts, and a few int64 arrays of its
@@ -42,7 +46,7 @@ import re
 from collections import Counter
 from functools import cached_property, lru_cache
 from importlib.resources import files
-from itertools import filterfalse
+from itertools import chain, compress, filterfalse
 from operator import itemgetter, methodcaller
 from typing import Any, ClassVar, Literal
 
@@ -55,9 +59,11 @@ from stages.filters.text import (
     PUNCTUATION_SET,
     TERMINAL_PUNCTUATION,
     WordNgrams,
-    count_sentences,
     duplicates,
-    split_words,
+    sentences_in_lines,
+    split_chunks,
+    word_kinds,
+    words_per_line,
 )
 
 DATA = files("stages.filters") / "data"
@@ -93,8 +99,18 @@ class TextView:
         self.scores: dict[str, Any] = {}
 
     @cached_property
+    def chunks(self) -> list[str]:
+        """The whitespace-separated chunks of the text."""
+        return self.text.split()
+
+    @cached_property
+    def pieces(self) -> list[tuple[str, ...]]:
+        """The words of each chunk."""
+        return split_chunks(self.chunks)
+
+    @cached_property
     def words(self) -> list[str]:
-        return split_words(self.text)
+        return list(chain.from_iterable(self.pieces))
 
     @cached_property
     def word_counts(self) -> Counter[str]:
@@ -116,14 +132,22 @@ class TextView:
 
     @cached_property
     def ngrams(self) -> WordNgrams:
-        return WordNgrams(self.words, self.word_counts)
+        return WordNgrams.of_words(self.words, self.word_counts)
 
-    def replace_text(self, text: str) -> None:
-        """The text changed (C4 line cleaning): later rule sets must split it afresh."""
+    def replace_text(self, text: str, pieces: list[tuple[str, ...]] | None = None) -> None:
+        """The text changed (C4 line cleaning): later rule sets split it afresh, or take the
+        words of its chunks (`pieces`) from the caller. When the chunks did not change
+        (`pieces` is this view's own), every statistic of the words is kept."""
+        same_words = pieces is not None and pieces is self.__dict__.get("pieces")
         self.text = text
-        for name in ("words", "word_counts", "punctuation_words", "content_words", "lines",
-                     "ngrams"):
+        dropped = ["lines", "chunks"]
+        if not same_words:
+            dropped += ["pieces", "words", "word_counts", "punctuation_words", "content_words",
+                        "ngrams"]
+        for name in dropped:
             self.__dict__.pop(name, None)
+        if pieces is not None:
+            self.__dict__["pieces"] = pieces
 
 
 class RuleSet:
@@ -198,7 +222,7 @@ class GopherQuality(RuleSet):
         lines = view.lines or [""]
         bullets = sum(map(methodcaller("startswith", ("•", "-")), map(str.lstrip, lines)))
         ellipsis_lines = sum(map(methodcaller("endswith", ("...", "…")), map(str.rstrip, lines)))
-        alpha_of = Counter(text.split()) if p.alpha_words == "whitespace" else counts
+        alpha_of = Counter(view.chunks) if p.alpha_words == "whitespace" else counts
         # words with a letter: all but the few, among those not all letters, with none
         no_letter = [w for w in filterfalse(str.isalpha, alpha_of) if not any(map(str.isalpha, w))]
         alpha = alpha_of.total() - sum(map(alpha_of.__getitem__, no_letter))
@@ -320,6 +344,7 @@ _POLICY = (
     "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
     "use cookies",
 )
+_POLICY_HINT = re.compile("terms of use|polic|cookie")  # every phrase of _POLICY holds one
 
 
 class C4Params(Params):
@@ -355,18 +380,86 @@ class C4(RuleSet):
 
     def check(self, view: TextView) -> str | None:
         p = self.params
+        if self._only_short_lines_can_go(view):
+            kept, kept_chunks, chunks_per_line, removed = self._clean_short_lines(view)
+            edited, failure = False, None
+        else:
+            kept, kept_chunks, chunks_per_line, removed, edited, failure = self._clean_lines(view)
+        # Lines removed or changed: split the kept ones; else they are the view's own words.
+        changed = removed or edited or len(kept_chunks) != len(view.chunks)
+        pieces = split_chunks(kept_chunks) if changed else view.pieces
+        sentences = 0
+        if p.min_num_sentences is not None:
+            if changed or "ngrams" not in view.__dict__:
+                words = list(chain.from_iterable(pieces))
+                kinds = word_kinds(words, len(words))
+            else:  # the parts of the distinct words, spread by the word ids the n-grams hold
+                kinds = word_kinds(view.word_counts, len(view.word_counts))[view.ngrams.word_ids]
+            sentences = sentences_in_lines(kinds, words_per_line(pieces, chunks_per_line))
+        view.scores[self.column("lines_removed")] = removed
+        view.scores[self.column("sentences")] = sentences
+        if failure:
+            return failure
+        if p.min_num_sentences is not None and sentences < p.min_num_sentences:
+            return "too_few_sentences"
+        view.replace_text("\n".join(kept).strip(), pieces)
+        if p.badwords:
+            found = self._has_badwords(view.text, view.lang or p.default_language)
+            view.scores[self.column("badwords")] = found
+            if found and not self._keep_anyway(view.text):
+                return "badwords"
+        return None
+
+    def _only_short_lines_can_go(self, view: TextView) -> bool:
+        """True when, by whole-text tests, no line rule but `min_words_per_line` can fire:
+        the lines are then cleaned without a Python loop over them (most documents)."""
+        p, text = self.params, view.text
+        if p.filter_no_terminal_punct or (p.remove_citations and _CITATION.search(text)):
+            return False
+        if p.filter_curly_bracket and "{" in text:
+            return False
+        if p.max_word_length is not None and max(map(len, view.chunks), default=0) > p.max_word_length:
+            return False
+        lower = text.lower()  # each test below holds no line break, so whole text = any line
+        return not (
+            (p.filter_lorem_ipsum and "lorem ipsum" in lower)
+            or (p.filter_javascript and "javascript" in lower)
+            or (p.filter_policy and _POLICY_HINT.search(lower))
+        )
+
+    def _clean_short_lines(self, view: TextView):
+        """`_clean_lines` when only lines of too few words can go (see above)."""
+        lines = list(map(str.strip, view.lines))
+        per_line = list(map(len, map(str.split, lines)))
+        minimum = self.params.min_words_per_line
+        if minimum is None or min(per_line, default=minimum) >= minimum:
+            return lines, view.chunks, per_line, 0
+        keep = list(map(minimum.__le__, per_line))
+        lines = list(compress(lines, keep))
+        return (lines, list(chain.from_iterable(map(str.split, lines))),
+                list(compress(per_line, keep)), keep.count(False))
+
+    def _clean_lines(self, view: TextView):
+        """C4's line loop: (kept lines, their chunks, chunks per kept line, lines removed,
+        whether a citation was cut, the page rule that failed or None)."""
+        p = self.params
         kept: list[str] = []
-        removed = sentences = 0
-        failure = None
+        kept_chunks: list[str] = []
+        chunks_per_line: list[int] = []
+        removed = 0
+        edited = False
         for line in view.lines:
             line = line.strip()
-            words = line.split()
+            words = chunks = line.split()
             longest = max(map(len, words), default=0)
             if p.max_word_length is not None and longest > p.max_word_length:
                 removed += 1
                 continue
-            if p.remove_citations:
-                line = _CITATION.sub("", line)
+            if p.remove_citations and "[" in line:  # every citation holds one
+                cited, line = line, _CITATION.sub("", line)
+                if line != cited:
+                    chunks = line.split()
+                    edited = True
             if p.filter_no_terminal_punct and (
                 not line.endswith(_END_PUNCTUATION) or line.endswith("...")
             ):
@@ -377,33 +470,21 @@ class C4(RuleSet):
                 continue
             lower = line.lower()
             if p.filter_lorem_ipsum and "lorem ipsum" in lower:
-                failure = "lorem_ipsum"
-                break
+                return kept, kept_chunks, chunks_per_line, removed, edited, "lorem_ipsum"
             if p.filter_javascript and "javascript" in lower:
                 removed += 1
                 continue
             if p.filter_curly_bracket and "{" in line:
-                failure = "curly_bracket"
-                break
-            if p.filter_policy and any(phrase in lower for phrase in _POLICY):
+                return kept, kept_chunks, chunks_per_line, removed, edited, "curly_bracket"
+            if p.filter_policy and _POLICY_HINT.search(lower) and any(
+                phrase in lower for phrase in _POLICY
+            ):
                 removed += 1
                 continue
-            if p.min_num_sentences is not None:
-                sentences += count_sentences(split_words(line))
             kept.append(line)
-        view.scores[self.column("lines_removed")] = removed
-        view.scores[self.column("sentences")] = sentences
-        if failure:
-            return failure
-        if p.min_num_sentences is not None and sentences < p.min_num_sentences:
-            return "too_few_sentences"
-        view.replace_text("\n".join(kept).strip())
-        if p.badwords:
-            found = self._has_badwords(view.text, view.lang or p.default_language)
-            view.scores[self.column("badwords")] = found
-            if found and not self._keep_anyway(view.text):
-                return "badwords"
-        return None
+            kept_chunks += chunks
+            chunks_per_line.append(len(chunks))
+        return kept, kept_chunks, chunks_per_line, removed, edited, None
 
     def _has_badwords(self, text: str, lang: str) -> bool:
         pattern = _badwords_pattern(lang)

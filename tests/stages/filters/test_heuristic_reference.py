@@ -298,6 +298,58 @@ NO_THRESHOLDS = {
     "token_char_ratio": {"min_ratio": None, "max_ratio": None},
 }
 
+def ref_count_sentences(words: list[str]) -> int:
+    """spaCy's sentencizer rule, the plain loop."""
+    if not words:
+        return 0
+    sentences, seen_end = 1, False
+    for token in words:
+        ends = token in TERMINAL_PUNCTUATION
+        if seen_end and not ends and not text_module.is_punctuation(token):
+            sentences += 1
+            seen_end = False
+        elif ends:
+            seen_end = True
+    return sentences
+
+
+def ref_c4(text: str, p: dict) -> tuple[str | None, int, int, str]:
+    """C4's line loop as tfds writes it, one line at a time: (failed rule or None, lines
+    removed, sentences, cleaned text)."""
+    kept, removed, sentences = [], 0, 0
+    for line in text.splitlines():
+        line = line.strip()
+        words = line.split()
+        if max(map(len, words), default=0) > 1000:
+            removed += 1
+            continue
+        line = re.sub(r"\[\d*]|\[edit]|\[citation needed]", "", line)
+        if p.get("filter_no_terminal_punct", True) and (
+                not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
+            removed += 1
+            continue
+        if p.get("min_words_per_line", 3) is not None and len(words) < p.get("min_words_per_line", 3):
+            removed += 1
+            continue
+        lower = line.lower()
+        if "lorem ipsum" in lower:
+            return "lorem_ipsum", removed, sentences, text
+        if "javascript" in lower:
+            removed += 1
+            continue
+        if "{" in line:
+            return "curly_bracket", removed, sentences, text
+        if any(phrase in lower for phrase in ("terms of use", "privacy policy", "cookie policy",
+                                              "uses cookies", "use of cookies", "use cookies")):
+            removed += 1
+            continue
+        sentences += ref_count_sentences(ref_split_words(line))
+        kept.append(line)
+    if sentences < 5:
+        return "too_few_sentences", removed, sentences, text
+    return None, removed, sentences, "\n".join(kept).strip()
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -410,7 +462,7 @@ def test_word_ngrams_on_small_vocabularies():
     for _ in range(300):
         vocabulary = ["a", "bb", "c", "dd", "eee"][: rng.randint(1, 5)]
         words = [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
-        ngrams = WordNgrams(words)
+        ngrams = WordNgrams.of_words(words)
         for n in range(1, 13):
             assert ngrams.top_chars(n) == ref_top_ngram_chars(words, n), (words, n)
         sizes = rng.sample(range(1, 13), rng.randint(1, 5))
@@ -419,8 +471,49 @@ def test_word_ngrams_on_small_vocabularies():
 
 
 def test_word_ngrams_sizes_beyond_the_document():
-    ngrams = WordNgrams("a b a b a b".split())
+    ngrams = WordNgrams.of_words("a b a b a b".split())
     assert ngrams.top_chars(7) == 0
     assert ngrams.duplicated_chars([2, 3, 5000]) == {2: 4, 3: 3, 5000: 0}
     with pytest.raises(ValueError, match="at least 1"):
         ngrams.top_chars(0)
+
+
+C4_SETTINGS = [  # C4's own, FineWeb's, lmforge's (and with line rules that rarely fire)
+    {},
+    {"filter_no_terminal_punct": False},
+    {"filter_no_terminal_punct": False, "min_words_per_line": None},
+]
+C4_LINES = [
+    "Some text [1] with a citation[edit] here. And more.", "[Enter HAMLET.]",
+    "We use cookies. Fine.", "A line about javascript. Yes.", "x" * 1001, "ok.", "",
+    "Terms of use apply here. Sure.", "Short one", "HAMLET.", "Why? Because... I said so!",
+]
+
+
+def test_c4_lines_and_sentences_equal_the_reference(texts):
+    """C4 cleans lines without a loop when only short lines can go, and counts sentences
+    vectorized from the words already split: same lines, counts and text as the loop."""
+    rng = random.Random(5)
+    mixed = ["\n".join(rng.choice(C4_LINES + texts[:40]) for _ in range(rng.randint(1, 30)))
+             for _ in range(60)]
+    for settings in C4_SETTINGS:
+        params = {"badwords": False, **settings}
+        # gopher_repetition first, as in the default recipe (C4 then reuses its word ids)
+        for rule_sets in (["c4", "fineweb_quality"], ["gopher_repetition", "c4", "fineweb_quality"]):
+            quiet = {"gopher_repetition": NO_THRESHOLDS["gopher_repetition"],
+                     "fineweb_quality": NO_THRESHOLDS["fineweb_quality"]}
+            filter_stage = stage(rule_sets, c4=params, **quiet)
+            for text in texts + mixed:
+                if "lorem ipsum" in text.lower():
+                    continue  # the reference's text on failure is the original either way
+                failed, removed, sentences, cleaned = ref_c4(text, settings)
+                reason, scores, out_text = apply(filter_stage, text)
+                if reason == "gopher_repetition:empty":
+                    continue
+                assert (scores["c4_lines_removed"], scores["c4_sentences"]) == (removed, sentences), text
+                assert reason == (f"c4:{failed}" if failed else None), text
+                if failed is None:
+                    assert out_text == cleaned
+                    words = len(ref_split_words(cleaned))
+                    assert scores["fineweb_quality_newline_word_ratio"] == (
+                        cleaned.count("\n") / words if words else 0.0)
