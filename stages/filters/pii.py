@@ -53,6 +53,11 @@ PHONE_RE = re.compile(
     r"(?![\w.-]?\d)"
 )
 
+# Every match of each expression holds one of these; a text without it is not scanned by
+# the expression (a whole-text test in C, 3-6x faster than the expression on prose).
+IP_HINT = re.compile(r"\d\.\d")
+PHONE_HINT = re.compile(r"\d[\s.-]\d")  # digit groups always meet at a separator
+
 # datatrove's stand-ins: example.com/org are reserved for examples; the IPs did not answer
 # pings when its list was made. 555-0100..0199 are reserved fictitious phone numbers.
 EMAIL_REPLACEMENTS = ["email@example.com", "firstname.lastname@example.org"]
@@ -83,12 +88,12 @@ class Pii(DocStage):
         p = self.params
         text = doc.text
         counts = {"pii_emails": 0, "pii_ips": 0, "pii_phones": 0}
-        if p.emails:
+        if p.emails and "@" in text:
             text, counts["pii_emails"] = _replace(EMAIL_RE, text, p.email_replacements)
-        if p.ip_addresses:
+        if p.ip_addresses and IP_HINT.search(text):
             valid = _is_public_ip if p.only_public_ips else None
             text, counts["pii_ips"] = _replace(IPV4_RE, text, p.ip_replacements, valid)
-        if p.phone_numbers:
+        if p.phone_numbers and PHONE_HINT.search(text):
             text, counts["pii_phones"] = _replace(PHONE_RE, text, p.phone_replacements, _is_phone)
         doc.text = text
         doc.columns.update(counts)

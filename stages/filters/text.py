@@ -399,6 +399,8 @@ class WordNgrams:
 
     def _grow(self, positions: np.ndarray, ids: np.ndarray, n: int):
         """`repeated(n)` from the positions and ids of the repeated (n-1)-grams."""
+        if not len(positions):  # no (n-1)-gram repeats, so no n-gram does
+            return positions, ids, (1, 0)
         # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat.
         repeats = np.zeros(self.n_words + 1, bool)
         repeats[positions] = True
@@ -436,6 +438,8 @@ class WordNgrams:
     def _scan(self, n: int) -> int:
         """The left-to-right scan (sequential) over the positions of repeated n-grams."""
         positions, ids, _ = self.repeated(n)
+        if not len(positions):
+            return 0
         spans = (self.chars_before[positions + n] - self.chars_before[positions]).tolist()
         seen: set[int] = set()
         repeated = next_index = 0

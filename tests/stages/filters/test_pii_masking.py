@@ -75,3 +75,22 @@ def test_stage_keeps_every_document_and_counts(tmp_path):
     assert [(r["pii_emails"], r["pii_ips"], r["pii_phones"]) for r in rows] == [
         (1, 0, 0), (0, 0, 0), (0, 1, 1),
     ]
+
+
+def test_texts_without_a_hint_are_not_scanned_and_lose_nothing():
+    """The whole-text hints skip an expression only where it cannot match: on random text
+    of digits and separators, masking with the hints equals running every expression."""
+    import random
+
+    from stages.filters.pii import EMAIL_RE, IP_HINT, IPV4_RE, PHONE_HINT, PHONE_RE
+
+    rng = random.Random(3)
+    alphabets = ["0123456789" * 3 + " .-+()@ab\n", "12" * 3 + "....  -a"]  # the second: IPs
+    for i in range(4000):
+        alphabet = alphabets[i % 2]
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(5, 40)))
+        for pattern, hint in ((IPV4_RE, IP_HINT), (PHONE_RE, PHONE_HINT), (EMAIL_RE, None)):
+            for match in pattern.finditer(text):
+                assert (hint.search(match.group(0)) if hint else "@" in match.group(0)), text
+    assert mask("Call 555 123 4567 or 8.8.8.8").columns == {
+        "pii_emails": 0, "pii_ips": 1, "pii_phones": 1}
