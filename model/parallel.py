@@ -57,6 +57,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -127,7 +128,19 @@ def init_distributed(device_type: str, layout: ParallelConfig | None = None) -> 
 
 
 def close_distributed() -> None:
-    if dist.is_initialized():
+    """Leave the process group. On gloo, first wait (at most a minute) until every rank is
+    here: a rank that tore its group down while a peer's last collectives were still in
+    flight could leave gloo threads holding work at interpreter exit, which aborts the
+    process ("terminate called without an active exception"). A rank that failed makes the
+    wait end in an error, which is ignored: the group is destroyed either way."""
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+    except RuntimeError:
+        pass
+    finally:
         dist.destroy_process_group()
 
 

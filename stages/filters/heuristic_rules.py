@@ -629,7 +629,7 @@ class UrlBlocklist(RuleSet):
         lists = self._lists
         parts = self._extract(url)
         words = set(_URL_SPLIT.split(url))
-        soft = sum(w in words for w in lists["soft"])
+        soft = len(lists["soft"].intersection(words))
         view.scores[self.column("soft_words")] = soft
         if parts.top_domain_under_public_suffix in lists["domains"]:
             return "domain"
@@ -637,7 +637,7 @@ class UrlBlocklist(RuleSet):
             return "subdomain"
         if url in lists["urls"]:
             return "url"
-        if any(w in words for w in lists["banned"]):
+        if not lists["banned"].isdisjoint(words):
             return "banned_word"
         if soft >= self.params.soft_word_threshold:
             return "soft_banned_words"
