@@ -215,7 +215,8 @@ class GopherQuality(RuleSet):
         n_words = len(view.words)
         # Words that are not punctuation only, and their characters, counted per distinct word.
         kept = view.content_words
-        kept_chars = sum(map(len, view.words)) - sum(
+        # the words of a chunk are cut from it, so all words hold what all chunks hold
+        kept_chars = sum(map(len, view.chunks)) - sum(
             len(w) * counts[w] for w in view.punctuation_words
         )
         avg_len = kept_chars / kept if kept else 0.0
