@@ -104,8 +104,14 @@ def build_corpus() -> list[dict]:
 
 # Rule sets datatrove has no class for (its URLFilter needs its 120 MB domain list).
 OURS_ONLY = ["url_blocklist", "token_char_ratio", "stop_words"]
-# configs/demo.yaml's heuristic_filter: one stage, four rule sets, the first failure drops.
-RECIPE = ["url_blocklist", "gopher_repetition", "gopher_quality", "fineweb_quality"]
+
+
+def recipe_params() -> dict:
+    """configs/demo.yaml's heuristic_filter params (the default recipe: `preset: lmforge`)."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())["stages"]
+    return next(s for s in stages.values() if s["kind"] == "heuristic_filter").get("params", {})
 
 
 def load_docs(path: str | None, limit: int | None) -> list[dict]:
@@ -137,8 +143,12 @@ def datatrove_filters() -> dict[str, list]:
         "gopher_repetition": [GopherRepetitionFilter()],
         "c4": [C4QualityFilter(), _offline_badwords(C4BadWordsFilter())],
         "fineweb_quality": [FineWebQualityFilter()],
-        # datatrove's side of the recipe has no URL filter (see OURS_ONLY)
-        "recipe": [GopherRepetitionFilter(), GopherQualityFilter(), FineWebQualityFilter()],
+        # datatrove's side of the default recipe: no URL filter (see OURS_ONLY), C4 without
+        # bad words, keeping lines without terminal punctuation or under three words, and
+        # no duplicated-line-characters rule; its Gopher counts tokens, not whitespace words
+        "recipe": [GopherRepetitionFilter(), GopherQualityFilter(),
+                   C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1),
+                   FineWebQualityFilter(char_duplicates_ratio=1.0)],
     }
 
 
@@ -192,7 +202,7 @@ def load_baseline(rev: str):
     return importlib.import_module("baseline_filters.heuristic_filter")
 
 
-def run_ours(rule_sets: list[str], docs: list[dict], module=None, repeat: int = 1,
+def run_ours(params: dict, docs: list[dict], module=None, repeat: int = 1,
              warm_cache: bool = False):
     """(decisions, CPU seconds: the best of `repeat` runs, each document's reason and columns)."""
     from pipeline.documents import Document, Rejected
@@ -201,7 +211,7 @@ def run_ours(rule_sets: list[str], docs: list[dict], module=None, repeat: int = 
         from stages.filters import heuristic_filter as module
     text_module = sys.modules[module.__name__.rsplit(".", 1)[0] + ".text"]
     stage = module.HeuristicFilter(
-        "bench", module.HeuristicFilterParams(rule_sets=rule_sets), Path(".")
+        "bench", module.HeuristicFilterParams.model_validate(params), Path(".")
     )
     # Load word lists and tldextract before timing, as datatrove's constructors do.
     for doc in docs[:3]:
@@ -259,10 +269,10 @@ def main() -> None:
     names = args.rule_sets or ["gopher_quality", "gopher_repetition", "c4", "fineweb_quality",
                                *OURS_ONLY, "recipe"]
     for name in names:
-        rule_sets = RECIPE if name == "recipe" else [name]
-        ours, t_ours, results = run_ours(rule_sets, docs, repeat=args.repeat,
+        params = recipe_params() if name == "recipe" else {"rule_sets": [name]}
+        ours, t_ours, results = run_ours(params, docs, repeat=args.repeat,
                                          warm_cache=args.warm_cache)
-        cells = [f"**{name}** ({', '.join(rule_sets)})" if name == "recipe" else name]
+        cells = [f"**{name}** (configs/demo.yaml: {params})" if name == "recipe" else name]
         if name in reference:
             theirs, t_theirs = run_datatrove(reference[name], docs, args.repeat)
             cells.append(f"{len(docs) / t_theirs:,.1f}")
@@ -270,7 +280,7 @@ def main() -> None:
             theirs, t_theirs = None, None
             cells.append("-")
         if baseline:
-            _, t_base, base_results = run_ours(rule_sets, docs, baseline, args.repeat)
+            _, t_base, base_results = run_ours(params, docs, baseline, args.repeat)
             cells.append(f"{len(docs) / t_base:,.0f}")
         cells.append(f"{len(docs) / t_ours:,.0f}")
         cells.append(f"{t_theirs / t_ours:.0f}x" if theirs else "-")

@@ -38,7 +38,13 @@ from pipeline.storage import TMP_MARK, sha256_file
 
 MANIFEST = "manifest.json"
 STATS = "stats.json"
-PARQUET_OPTIONS = dict(compression="zstd", use_dictionary=True, write_statistics=True)
+PARQUET_OPTIONS = dict(compression="zstd", write_statistics=True)
+# Columns whose values are (almost) all distinct are not dictionary-encoded: for them the
+# writer builds a dictionary only to give it up, and the reader of a page that was
+# dictionary-encoded decodes document text about 4x slower than a plain one (measured on
+# a 18 MB shard: 0.080 s against 0.022 s). The other columns (source, lang, reasons, scores)
+# keep the dictionary.
+UNIQUE_COLUMNS = frozenset({"id", "text", "url", "metadata"})
 ROWS_PER_BATCH = 1024
 # A batch (and so a Parquet row group) is also cut once its text passes this size, so a
 # writer or a reader of shards of near-cap documents holds MBs, not 1024 x the cap.
@@ -145,7 +151,9 @@ class ParquetShardWriter:
     def _open(self) -> None:
         final = self.directory / self.name_for(len(self.entries))
         self._tmp = tmp_path_for(final)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, **PARQUET_OPTIONS)
+        dictionary = [name for name in self.schema.names if name not in UNIQUE_COLUMNS]
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, use_dictionary=dictionary,
+                                        **PARQUET_OPTIONS)
         self._docs_in_shard = 0
 
     def _flush(self) -> None:

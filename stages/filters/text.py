@@ -181,6 +181,11 @@ def split_chunk(chunk: str) -> tuple[str, ...]:
     match = _SIMPLE_PUNCT.fullmatch(chunk)  # next most: a word and a comma or the like
     if match and match.group(1) not in _SPLIT_WORDS:
         return match.group(1, 2)
+    if chunk[-1] == "." and chunk[:-1].isalnum():  # a word and a period: _split_chunk's rules
+        if chunk in _ABBREVIATIONS or (len(chunk) == 2 and chunk[0].isalpha()) \
+                or not _PERIOD_SUFFIX_AFTER.search(chunk, max(len(chunk) - 3, 0), len(chunk) - 1):
+            return (chunk,)
+        return (*_SPLIT_WORDS.get(chunk[:-1], (chunk[:-1],)), ".")
     out: list[str] = []
     _split_chunk(chunk, out)
     return tuple(out)
@@ -401,10 +406,11 @@ class WordNgrams:
         """`repeated(n)` from the positions and ids of the repeated (n-1)-grams."""
         if not len(positions):  # no (n-1)-gram repeats, so no n-gram does
             return positions, ids, (1, 0)
-        # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat.
-        repeats = np.zeros(self.n_words + 1, bool)
-        repeats[positions] = True
-        keep = repeats[positions + 1] & (positions <= self.n_words - n)
+        # An n-gram repeats only where both its (n-1)-grams, at i and at i + 1, repeat: in
+        # the sorted positions, i + 1 is then the next one. (i + 1 starts an (n-1)-gram, so
+        # the n-gram at i fits in the document.)
+        keep = np.zeros(len(positions), bool)
+        np.equal(positions[1:], positions[:-1] + 1, out=keep[:-1])
         positions = positions[keep]
         if not len(positions):  # then no n-gram repeats
             return positions, ids[keep], (1, 0)

@@ -234,6 +234,8 @@ EDGE_CASES = [
     "A " + "b" * 200 + " c " + "d" * 70 + " " + "d" * 70 + " " + "b" * 200 + ".",
     # ties: "aa b" and "c dd" both occur twice; the first seen wins though both are as long
     "aa b c dd aa b c dd x", "dd c b aa dd c b aa y",
+    # a word and a period (a fast path): abbreviations, one letter, case, digits, scripts
+    "Mr. A. xY. cannot. Cannot. www. слово. ABC. ab². 9. Sept. a. I. gonna. ß. AB. aB. x2.",
 ]
 
 
