@@ -6,8 +6,8 @@
 For each rule set (Gopher quality, Gopher repetition, C4 quality + bad words, FineWeb
 quality, and ours alone: URL block list, token ratio, stop words) and for the default
 recipe as configs/demo.yaml gives it (`preset: lmforge`: url_blocklist, gopher_repetition,
-gopher_quality, c4, fineweb_quality in one stage), the implementations run over the same extracted documents
-in the same process, one core each, and the table shows documents per CPU-second
+gopher_quality, c4, fineweb_quality in one stage), the implementations run over the same
+extracted documents in the same process, one core each, and the table shows documents per CPU-second
 (`time.process_time`, the best of `--repeat` runs, since a shared machine adds noise), the
 speed-up and the fraction of identical keep/drop decisions. datatrove's filters use their
 default word tokenizer (a blank spaCy English pipeline); ours use

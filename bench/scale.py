@@ -51,7 +51,8 @@ GopherQualityFilter -> C4QualityFilter -> FineWebQualityFilter, set as the defau
 (`preset: lmforge`) sets ours: C4 keeping lines without terminal punctuation and lines under
 three words, FineWeb's duplicated-line-characters rule off (word tokenizer: spaCy's blank
 English pipeline, no download; datatrove counts Gopher's alphabetic words over tokens, ours
-over whitespace words, the one rule it cannot set alike) -> PIIFormatter -> JsonlWriter -> MinhashDedupSignature, MinhashDedupBuckets,
+over whitespace words, the one rule it cannot set alike) -> PIIFormatter -> JsonlWriter ->
+MinhashDedupSignature, MinhashDedupBuckets,
 MinhashDedupCluster, MinhashDedupFilter (14 x 8, FineWeb's) -> a byte-level BPE trained with
 HF `tokenizers` on the result (datatrove has no tokenizer trainer; same vocabulary size and
 split as ours) -> DocumentTokenizer. Left out, and said so in the output: the URL blocklist

@@ -31,9 +31,10 @@ top and the duplicated n-gram rules. Line and paragraph statistics use set sizes
 few words" can fire (no citation, brace, policy phrase, ... anywhere: most pages), its lines
 are cleaned by C-level maps instead of a Python loop; its sentences are counted for all lines
 at once from the word ids the repetition rules already built; and when it removed nothing,
-the rule sets after it keep every word statistic instead of splitting the text again. The scores are the same integers divided the same way as
-in the plain definitions, so they are equal to the last bit; tests/stages/filters/
-test_heuristic_reference.py checks every score and decision against plain references.
+the rule sets after it keep every word statistic instead of splitting the text again. The
+scores are the same integers divided the same way as in the plain definitions, so they are
+equal to the last bit; tests/stages/filters/test_heuristic_reference.py checks every score
+and decision against plain references.
 Memory per document: the text, its word list and counts, and a few int64 arrays of its
 word count: about 200 bytes per word at peak (measured: a 1 MB page of 190,000 words,
 35 MB), freed when the document is done; plus the word splitter's cache, ~50 MB per worker.
@@ -419,7 +420,8 @@ class C4(RuleSet):
             return False
         if p.filter_curly_bracket and "{" in text:
             return False
-        if p.max_word_length is not None and max(map(len, view.chunks), default=0) > p.max_word_length:
+        longest = max(map(len, view.chunks), default=0)
+        if p.max_word_length is not None and longest > p.max_word_length:
             return False
         lower = text.lower()  # each test below holds no line break, so whole text = any line
         return not (

@@ -501,7 +501,8 @@ def test_c4_lines_and_sentences_equal_the_reference(texts):
     for settings in C4_SETTINGS:
         params = {"badwords": False, **settings}
         # gopher_repetition first, as in the default recipe (C4 then reuses its word ids)
-        for rule_sets in (["c4", "fineweb_quality"], ["gopher_repetition", "c4", "fineweb_quality"]):
+        for rule_sets in (["c4", "fineweb_quality"],
+                          ["gopher_repetition", "c4", "fineweb_quality"]):
             quiet = {"gopher_repetition": NO_THRESHOLDS["gopher_repetition"],
                      "fineweb_quality": NO_THRESHOLDS["fineweb_quality"]}
             filter_stage = stage(rule_sets, c4=params, **quiet)
@@ -512,7 +513,8 @@ def test_c4_lines_and_sentences_equal_the_reference(texts):
                 reason, scores, out_text = apply(filter_stage, text)
                 if reason == "gopher_repetition:empty":
                     continue
-                assert (scores["c4_lines_removed"], scores["c4_sentences"]) == (removed, sentences), text
+                counted = (scores["c4_lines_removed"], scores["c4_sentences"])
+                assert counted == (removed, sentences), text
                 assert reason == (f"c4:{failed}" if failed else None), text
                 if failed is None:
                     assert out_text == cleaned
