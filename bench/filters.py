@@ -7,8 +7,8 @@ For each rule set (Gopher quality, Gopher repetition, C4 quality + bad words, Fi
 quality, and ours alone: URL block list, token ratio, stop words) and for the default
 recipe as configs/demo.yaml gives it (`preset: lmforge`: url_blocklist, gopher_repetition,
 gopher_quality, c4, fineweb_quality in one stage), the implementations run over the same
-extracted documents in the same process, one core each, and the table shows documents per CPU-second
-(`time.process_time`, the best of `--repeat` runs, since a shared machine adds noise), the
+extracted documents in the same process, one core each, and the table shows documents per
+CPU-second (`time.process_time`, the best of `--repeat` runs, since a shared machine adds noise), the
 speed-up and the fraction of identical keep/drop decisions. datatrove's filters use their
 default word tokenizer (a blank spaCy English pipeline); ours use
 `stages.filters.text.split_words`. Every run of ours starts with an empty chunk cache, as a
@@ -157,7 +157,7 @@ def datatrove_filters() -> dict[str, list]:
         # bad words, keeping lines without terminal punctuation or under three words, and
         # no duplicated-line-characters rule; its Gopher counts tokens, not whitespace words
         "recipe": [GopherRepetitionFilter(), GopherQualityFilter(),
-                   C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=-1),
+                   C4QualityFilter(filter_no_terminal_punct=False, min_words_per_line=0),
                    FineWebQualityFilter(char_duplicates_ratio=1.0)],
     }
 

@@ -133,7 +133,7 @@ class TextView:
 
     @cached_property
     def ngrams(self) -> WordNgrams:
-        return WordNgrams.of_words(self.words, self.word_counts)
+        return WordNgrams(self.words, self.word_counts)
 
     def replace_text(self, text: str, pieces: list[tuple[str, ...]] | None = None) -> None:
         """The text changed (C4 line cleaning): later rule sets split it afresh, or take the
@@ -392,12 +392,13 @@ class C4(RuleSet):
         pieces = split_chunks(kept_chunks) if changed else view.pieces
         sentences = 0
         if p.min_num_sentences is not None:
+            words = list(chain.from_iterable(pieces)) if changed else view.words
             if changed or "ngrams" not in view.__dict__:
-                words = list(chain.from_iterable(pieces))
-                kinds = word_kinds(words, len(words))
+                kinds = word_kinds(words)
             else:  # the parts of the distinct words, spread by the word ids the n-grams hold
-                kinds = word_kinds(view.word_counts, len(view.word_counts))[view.ngrams.word_ids]
-            sentences = sentences_in_lines(kinds, words_per_line(pieces, chunks_per_line))
+                kinds = word_kinds(list(view.word_counts))[view.ngrams.word_ids]
+            sentences = sentences_in_lines(
+                kinds, words_per_line(pieces, chunks_per_line, len(words)))
         view.scores[self.column("lines_removed")] = removed
         view.scores[self.column("sentences")] = sentences
         if failure:

@@ -25,8 +25,9 @@ int64 arrays as long as its word count.
 `count_sentences` reproduces spaCy's rule-based `sentencizer` on those tokens: a sentence
 ends after a token made of sentence-final punctuation once a token that is not punctuation
 follows. `sentences_in_lines` counts it for every line of a document at once (C4 counts per
-line), vectorized over each word's part in the rule (`word_kinds`, cached per word). The punctuation sets are datatrove's own (`datatrove.utils.text`), copied here so
-the filters do not import datatrove at run time.
+line), vectorized over each word's part in the rule (`word_kinds`, cached per word). The
+punctuation sets are datatrove's own (`datatrove.utils.text`), copied here so the filters
+do not import datatrove at run time.
 
 `fasttext_line` and `load_fasttext` are shared by the fastText stages (langid, the quality
 classifier's training and filtering), so that training and scoring see text the same way.
@@ -152,26 +153,33 @@ def split_chunks(chunks: list[str]) -> list[tuple[str, ...]]:
     global _chunk_tokens
     if len(_chunk_tokens) > _CACHED_CHUNKS:
         _chunk_tokens = {}
-    known = _chunk_tokens
-    pieces = list(map(known.get, chunks))
-    if None in pieces:
-        long_chunks: dict[str, tuple[str, ...]] = {}
-        i = pieces.index(None)
+    return _cached_map(_chunk_tokens, chunks, split_chunk, _CACHED_CHUNK_CHARS)
+
+
+def _cached_map(cache: dict, keys: list[str], compute, longest: int | None = None) -> list:
+    """`[compute(key) for key in keys]`, looked up in `cache` at C speed; a key not there is
+    computed once and added (unless it is longer than `longest` characters)."""
+    values = list(map(cache.get, keys))
+    if None in values:
+        uncached: dict = {}  # keys too long to cache, met twice in `keys`
+        i = values.index(None)
         while True:
-            chunk = chunks[i]
-            tokens = known.get(chunk) or long_chunks.get(chunk)
-            if tokens is None:
-                tokens = split_chunk(chunk)
-                if len(chunk) <= _CACHED_CHUNK_CHARS:
-                    known[chunk] = tokens
+            key = keys[i]
+            value = cache.get(key)
+            if value is None:
+                value = uncached.get(key)
+            if value is None:
+                value = compute(key)
+                if longest is None or len(key) <= longest:
+                    cache[key] = value
                 else:
-                    long_chunks[chunk] = tokens
-            pieces[i] = tokens
+                    uncached[key] = value
+            values[i] = value
             try:
-                i = pieces.index(None, i + 1)
+                i = values.index(None, i + 1)
             except ValueError:
                 break
-    return pieces
+    return values
 
 
 def split_chunk(chunk: str) -> tuple[str, ...]:
@@ -294,24 +302,12 @@ def _word_kind(word: str) -> int:
     return _SKIPPED if _is_punct_cached(word) else _OTHER
 
 
-def word_kinds(words: Iterable[str], n: int) -> np.ndarray:
-    """Each word's part in the sentencizer's rule (`_FINAL`, `_SKIPPED`, `_OTHER`), int8;
-    `n` is how many words there are."""
+def word_kinds(words: list[str]) -> np.ndarray:
+    """Each word's part in the sentencizer's rule (`_FINAL`, `_SKIPPED`, `_OTHER`), int8."""
     global _word_kinds
     if len(_word_kinds) > _CACHED_CHUNKS:
         _word_kinds = {}
-    words = words if isinstance(words, list) else list(words)
-    kinds = list(map(_word_kinds.get, words))
-    if None in kinds:  # words not seen before, found at C speed
-        i = kinds.index(None)
-        while True:
-            kinds[i] = _word_kinds.get(words[i]) or _word_kind(words[i])
-            _word_kinds[words[i]] = kinds[i]
-            try:
-                i = kinds.index(None, i + 1)
-            except ValueError:
-                break
-    return np.fromiter(kinds, np.int8, n)
+    return np.fromiter(_cached_map(_word_kinds, words, _word_kind), np.int8, len(words))
 
 
 def sentences_in_lines(kinds: np.ndarray, words_per_line: np.ndarray) -> int:
@@ -329,12 +325,14 @@ def sentences_in_lines(kinds: np.ndarray, words_per_line: np.ndarray) -> int:
     return int(np.count_nonzero(words_per_line)) + int(np.count_nonzero(starts))
 
 
-def words_per_line(pieces: list[tuple[str, ...]], chunks_per_line: list[int]) -> np.ndarray:
-    """How many words each line has, from the words of its chunks (`split_chunks`)."""
+def words_per_line(pieces: list[tuple[str, ...]], chunks_per_line: list[int],
+                   n_words: int) -> np.ndarray:
+    """How many words each line has, from the words of its chunks (`split_chunks`), `n_words`
+    in all."""
+    if n_words == len(pieces):  # one word per chunk
+        return np.asarray(chunks_per_line, np.int64)
     chunks_before_line = np.zeros(len(chunks_per_line) + 1, np.int64)
     np.cumsum(chunks_per_line, out=chunks_before_line[1:])
-    if chunks_before_line[-1] == sum(map(len, pieces)):  # one word per chunk
-        return np.asarray(chunks_per_line, np.int64)
     words_before_chunk = np.zeros(len(pieces) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)), out=words_before_chunk[1:])
     return np.diff(words_before_chunk[chunks_before_line])
@@ -358,25 +356,22 @@ class WordNgrams:
     document's word count.
     """
 
-    def __init__(self, word_ids: np.ndarray, word_lengths: np.ndarray):
-        """`word_ids`: the id of the word at each position; `word_lengths`: characters per id."""
-        self.n_words = len(word_ids)
-        self.vocabulary_size = max(len(word_lengths), 1)
-        self.word_ids = word_ids
+    def __init__(self, words: list[str], distinct: Iterable[str] | None = None):
+        """`distinct`: the distinct words in order of first occurrence, if already known."""
+        self.n_words = len(words)
+        if distinct is None:
+            distinct = dict.fromkeys(words)
+        vocabulary = dict(zip(distinct, count()))
+        self.vocabulary_size = max(len(vocabulary), 1)
+        self.word_ids = np.fromiter(map(vocabulary.__getitem__, words), np.int64, self.n_words)
+        word_lengths = np.fromiter(map(len, vocabulary), np.int64, len(vocabulary))
         # chars_before[i]: characters in words[:i], so words[i:j] hold chars_before[j] - [i]
         self.chars_before = np.zeros(self.n_words + 1, np.int64)
-        np.cumsum(word_lengths[word_ids], out=self.chars_before[1:])
-        counts = np.bincount(word_ids, minlength=len(word_lengths))
-        repeats = counts[word_ids] > 1
-        top = self._top(counts, word_ids, np.arange(self.n_words))
-        self._repeated = {1: (np.flatnonzero(repeats), word_ids[repeats], top)}
-
-    @classmethod
-    def of_words(cls, words: list[str], distinct: Iterable[str] | None = None) -> WordNgrams:
-        """From the words; `distinct`: the distinct words, if already known."""
-        vocabulary = dict(zip(dict.fromkeys(words) if distinct is None else distinct, count()))
-        ids = np.fromiter(map(vocabulary.__getitem__, words), np.int64, len(words))
-        return cls(ids, np.fromiter(map(len, vocabulary), np.int64, len(vocabulary)))
+        np.cumsum(word_lengths[self.word_ids], out=self.chars_before[1:])
+        counts = np.bincount(self.word_ids)
+        repeats = counts[self.word_ids] > 1
+        top = self._top(counts, self.word_ids, np.arange(self.n_words))
+        self._repeated = {1: (np.flatnonzero(repeats), self.word_ids[repeats], top)}
 
     @staticmethod
     def _top(counts: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> tuple[int, int]:
@@ -477,13 +472,13 @@ def _dense_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-    """`WordNgrams.of_words(words).top_chars(n)`."""
-    return WordNgrams.of_words(words).top_chars(n)
+    """`WordNgrams(words).top_chars(n)`."""
+    return WordNgrams(words).top_chars(n)
 
 
 def duplicated_ngram_chars(words: list[str], sizes: list[int]) -> dict[int, int]:
-    """`WordNgrams.of_words(words).duplicated_chars(sizes)`."""
-    return WordNgrams.of_words(words).duplicated_chars(sizes)
+    """`WordNgrams(words).duplicated_chars(sizes)`."""
+    return WordNgrams(words).duplicated_chars(sizes)
 
 
 def fasttext_line(text: str, lowercase: bool = False) -> str:

@@ -464,7 +464,7 @@ def test_word_ngrams_on_small_vocabularies():
     for _ in range(300):
         vocabulary = ["a", "bb", "c", "dd", "eee"][: rng.randint(1, 5)]
         words = [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
-        ngrams = WordNgrams.of_words(words)
+        ngrams = WordNgrams(words)
         for n in range(1, 13):
             assert ngrams.top_chars(n) == ref_top_ngram_chars(words, n), (words, n)
         sizes = rng.sample(range(1, 13), rng.randint(1, 5))
@@ -473,7 +473,7 @@ def test_word_ngrams_on_small_vocabularies():
 
 
 def test_word_ngrams_sizes_beyond_the_document():
-    ngrams = WordNgrams.of_words("a b a b a b".split())
+    ngrams = WordNgrams("a b a b a b".split())
     assert ngrams.top_chars(7) == 0
     assert ngrams.duplicated_chars([2, 3, 5000]) == {2: 4, 3: 3, 5000: 0}
     with pytest.raises(ValueError, match="at least 1"):
