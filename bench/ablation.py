@@ -228,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         ablation["tokens"] = args.tokens
     if args.seeds:
         ablation["seeds"] = [int(s) for s in args.seeds.split(",")]
-    if args.arms:
-        ablation["arms"] = {k: v for k, v in ablation["arms"].items() if k in args.arms.split(",")}
     base = yaml.safe_load(Path(ablation["base"]).read_text())
     port = int(base["stages"]["crawl"]["params"]["seeds"][0].rstrip("/").rsplit(":", 1)[1])
 
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         server = serve(site, port)
         start = time.perf_counter()
         try:
-            summary = run_ablation(path, run)
+            summary = run_ablation(path, run, args.arms.split(",") if args.arms else None)
         finally:
             server.shutdown()
             server.server_close()

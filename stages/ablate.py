@@ -35,7 +35,9 @@ inputs) is the same in several arms is one stage that runs once; it keeps its ba
 when it is the base's stage unchanged, and any other (a stage an arm changes, and every
 arm's training tail) is named `<stage>__<arm>` after the first arm that has it. So arms sharing a crawl and an
 extraction pay for them once, and a re-run is a no-op (evaluations are cached by the
-trained model's manifest checksum).
+trained model's manifest checksum). `--arms a,b` runs and reports those arms only; names
+still come from the whole file, so an arm added later and run alone reuses every stage
+the others committed.
 
 Strings in the ablation file expand `$NAME` environment variables and `~` (a data folder a
 driver script prepares, as bench/ablation.py does); the base config is read as it is.
@@ -300,15 +302,27 @@ def _identities(stages: dict[str, dict]) -> dict[str, str]:
     return identity
 
 
-def build_run(ablation_path: str | Path) -> tuple[Ablation, dict[str, Any], dict[str, dict[str, str]],
-                                                   dict[str, list[Path]]]:
-    """The ablation, the one pipeline config that runs every arm, each arm's stage names,
-    and the held-out files by set."""
+def build_run(ablation_path: str | Path, only: list[str] | None = None) -> tuple[
+        Ablation, dict[str, Any], dict[str, dict[str, str]], dict[str, list[Path]]]:
+    """The ablation, the one pipeline config that runs every arm (or the arms in `only`),
+    each arm's stage names, and the held-out files by set.
+
+    Stage names come from all the file's arms, whichever run: an arm run alone finds the
+    stages an earlier run of the whole file (or of other arms) committed under the same
+    names, and the run directory keeps one folder per stage."""
     ablation, base, root = load_ablation(ablation_path)
     where = str(ablation_path)
     heldout = heldout_files(ablation, root, where)
     arms = arm_pipelines(ablation, base, heldout, where)
     stages, names = merge_arms(arms, before_training(base["stages"]))
+    if only:
+        unknown = [a for a in only if a not in names]
+        if unknown:
+            raise AblationError(f"{where}: no arm named {', '.join(map(repr, unknown))} "
+                                f"(arms: {', '.join(names)})")
+        names = {arm: names[arm] for arm in names if arm in only}
+        used = {run_name for arm in names.values() for run_name in arm.values()}
+        stages = {name: stage for name, stage in stages.items() if name in used}
     run_dir = ablation.run_dir or f"runs/ablation-{ablation.name}"
     if ablation.run_dir is not None and not Path(run_dir).is_absolute() and "://" not in run_dir:
         run_dir = str(root / run_dir)
@@ -457,9 +471,11 @@ def write_html(summary: dict[str, Any]) -> Path:
                       str(run_dir), None, [section, composition])
 
 
-def run_ablation(path: str | Path, run: Callable[..., Any], **run_args: Any) -> dict[str, Any]:
-    """Run every arm (one pipeline run; shared stages once), evaluate, write the results."""
-    ablation, config, names, heldout = build_run(path)
+def run_ablation(path: str | Path, run: Callable[..., Any], arms: list[str] | None = None,
+                 **run_args: Any) -> dict[str, Any]:
+    """Run every arm, or those in `arms` (one pipeline run; shared stages once), evaluate,
+    write the results."""
+    ablation, config, names, heldout = build_run(path, arms)
     run(config, **run_args)
     summary = evaluate(ablation, config, names, heldout)
     summary["html"] = str(write_html(summary))
@@ -472,6 +488,8 @@ def register(subparsers: Any, run: Callable[..., Any]) -> None:
                               "corpus and compare held-out bits per byte")
     p.add_argument("ablation", help="an ablation file (see stages/ablate.py)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--arms", help="run and report only these arms, comma-separated (stage "
+                   "names stay those of the whole file, so cached stages are reused)")
     p.add_argument("--executor", choices=["local", "dask"])
     p.add_argument("--workers", type=int)
     p.set_defaults(func=lambda args: _cmd(args, run))
@@ -483,7 +501,8 @@ def _cmd(args: Any, run: Callable[..., Any]) -> int:
 
     # With --json, stdout is the JSON alone: what the stages print goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        summary = run_ablation(args.ablation, run, executor=args.executor, workers=args.workers)
+        summary = run_ablation(args.ablation, run, args.arms.split(",") if args.arms else None,
+                               executor=args.executor, workers=args.workers)
     print(json.dumps(summary, indent=2) if args.json else
           format_table(summary) + f"\n\nhtml: {summary['html']}")
     return 0

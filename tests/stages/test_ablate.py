@@ -109,6 +109,24 @@ def test_remove_rewires_consumers(tmp_path):
     assert "short" not in names["a"]
 
 
+def test_a_subset_of_arms_keeps_the_whole_files_stage_names(tmp_path):
+    # `strict2` shares `long__strict` with `strict`; run alone it must find that folder,
+    # not commit the same stage again as `long__strict2`
+    arms = {**ARMS, "strict2": {"params": {"long": {"max_words": 400}}}}
+    path = write_project(tmp_path, arms, decontaminate=False)
+    _, whole, all_names, _ = ablate.build_run(path)
+    _, config, names, _ = ablate.build_run(path, ["strict2", "raw"])
+    assert list(names) == ["raw", "strict2"]  # the file's order
+    assert names["strict2"]["long"] == "long__strict" == all_names["strict"]["long"]
+    assert names == {arm: all_names[arm] for arm in ("raw", "strict2")}
+    used = {n for arm in names.values() for n in arm.values()}
+    assert set(config["stages"]) == used
+    assert "tokenizer__default" not in config["stages"] and "short" in config["stages"]
+    assert all(config["stages"][n] == whole["stages"][n] for n in used)
+    with pytest.raises(ablate.AblationError, match=r"no arm named 'nope' \(arms: default, raw"):
+        ablate.build_run(path, ["nope"])
+
+
 def test_two_arms_end_to_end_shared_stages_once_and_a_rerun_is_a_noop(tmp_path, capsys):
     from pipeline.cli import main
 
