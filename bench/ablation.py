@@ -2,6 +2,7 @@
 
     python -m bench.ablation [--ablation configs/ablations/web.yaml] [--junk-ratio 1.0]
                              [--tokens N] [--seeds 0,1] [--arms raw,fineweb] [--run-dir DIR]
+                             [--dim WIDTH]
 
 This script builds and serves the web-like site described below on the port the ablation's
 base config crawls, writes the held-out King James chapters where the ablation file expects
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, help="override the training tokens per arm and seed")
     parser.add_argument("--seeds", help="override the seeds, comma-separated")
     parser.add_argument("--arms", help="only these arms, comma-separated")
+    parser.add_argument("--dim", type=int, help="override the proxy model's width (a larger "
+                        "proxy; give it its own --run-dir: the trainings' names stay the same)")
     parser.add_argument("--junk-ratio", type=float, default=1.0,
                         help="junk text bytes per clean text byte on the site")
     args = parser.parse_args(argv)
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         ablation["tokens"] = args.tokens
     if args.seeds:
         ablation["seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.dim:
+        ablation["proxy"]["model"]["dim"] = args.dim
     base = yaml.safe_load(Path(ablation["base"]).read_text())
     port = int(base["stages"]["crawl"]["params"]["seeds"][0].rstrip("/").rsplit(":", 1)[1])
 

@@ -5,11 +5,14 @@ Source stages (ingest, ingest_warc) read files the user names by path, glob or U
 relative to the common folder of all local inputs (so document ids do not depend on where
 the data sits on this machine), or its full URL for remote files. The fingerprint (size and
 modification time or ETag of each file) goes into the stage's cache key, so changing an
-input file re-runs the stage.
+input file re-runs the stage. Small reference files (evaluation sets) are fingerprinted by
+their content instead (`content_fingerprint`): a copy of them, or the same data set restored
+with new times, keeps every stage after them cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -40,6 +43,23 @@ def fingerprint_files(files: list[tuple[str, str]]) -> list[list[Any]]:
         try:
             info = fsspec.core.url_to_fs(url)[0].info(url)
             result.append([source, info.get("size"), info.get("mtime") or info.get("ETag")])
+        except OSError:
+            result.append([source, None, None])
+    return result
+
+
+def content_fingerprint(files: list[tuple[str, str]]) -> list[list[Any]]:
+    """[source, size, sha256] per file, read 1 MiB at a time; None for a file that cannot
+    be read. For files small enough to hash on every run (evaluation sets)."""
+    result = []
+    for url, source in files:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with fsspec.open(url, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+            result.append([source, size, digest.hexdigest()])
         except OSError:
             result.append([source, None, None])
     return result

@@ -10,6 +10,10 @@ proxy model and a token budget:
     run_dir: runs/ablation          # default runs/ablation-<name>
     heldout:                        # name -> files or globs: .txt (one document per file),
       plays: [texts/plays/*.txt]    #   .jsonl(.gz) (one per line, "text")
+      verse:                        # or {files, whitespace}: `collapse` scores the text as a
+        files: [texts/verse/*.txt]  #   crawl's extraction gives a page of it (lines stripped,
+        whitespace: collapse        #   runs of spaces/tabs one space, one blank line between
+                                    #   paragraphs); `keep` (the default) as the file has it
     proxy:                          # `pretrain` stage params every arm trains with
       model: {dim: 64, n_layers: 2, n_heads: 4, max_seq_len: 128}
       train: {batch_size: 8, lr: 3.0e-3}
@@ -60,14 +64,15 @@ import glob
 import hashlib
 import json
 import os
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.config import ConfigError
 from pipeline.dag import ancestors, descendants, topological_order
@@ -92,18 +97,30 @@ class Arm(_Strict):
     corpus: str | None = None  # the stage whose documents train (default: the base's)
 
 
+class HeldoutSet(_Strict):
+    files: list[str]  # files or globs
+    whitespace: Literal["keep", "collapse"] = "keep"
+
+
 class Ablation(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     base: str  # the pipeline config the arms change
     run_dir: str | None = None
     corpus: str | None = None  # the base's stage that training reads (default: the tokenizer's input)
-    heldout: dict[str, list[str]]  # name -> files or globs
+    heldout: dict[str, HeldoutSet]  # name -> files or globs (a list), or {files, whitespace}
     proxy: dict[str, Any]  # `pretrain` params: model, data, train
     tokens: int = Field(gt=0)  # training tokens per arm and seed
     seeds: list[int] = [0]
     decontaminate: bool = True  # remove documents sharing `ngram` words with a held-out file
     ngram: int = Field(default=13, ge=1)
     arms: dict[str, Arm]
+
+    @field_validator("heldout", mode="before")
+    @classmethod
+    def _lists_are_files(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"files": v} if isinstance(v, list) else v for k, v in value.items()}
+        return value
 
 
 # --- the ablation file and its arms as one pipeline config ----------------------------------
@@ -153,7 +170,8 @@ def _expand_vars(value: Any) -> Any:
 
 def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[Path]]:
     sets = {}
-    for name, patterns in ablation.heldout.items():
+    for name, spec in ablation.heldout.items():
+        patterns = spec.files
         files: list[Path] = []
         for pattern in patterns:
             expanded = pattern  # $VARS expanded when the file was read
@@ -167,12 +185,28 @@ def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[
     return sets
 
 
-def heldout_documents(files: list[Path]) -> list[str]:
+def heldout_documents(files: list[Path], whitespace: str = "keep") -> list[str]:
     """The documents of held-out files: a .txt file is one; a .jsonl(.gz) line is one
-    (model/eval.py's text sets, as `lmforge eval --text` reads them)."""
+    (model/eval.py's text sets, as `lmforge eval --text` reads them); `collapse`: each as
+    `collapse_whitespace` gives it."""
     from model.eval import read_text_set
 
-    return [doc for path in files for doc in read_text_set(path)]
+    docs = [doc for path in files for doc in read_text_set(path)]
+    return [collapse_whitespace(d) for d in docs] if whitespace == "collapse" else docs
+
+
+_BLANK_LINES = re.compile(r"\n{3,}")
+_SPACES = re.compile(r"[ \t\f\v\r]+")
+
+
+def collapse_whitespace(text: str) -> str:
+    """`text` as HTML shows it and main-content extraction returns it: runs of spaces and
+    tabs one space, every line stripped (no indentation), paragraphs one blank line apart.
+    A web crawl's text has no indentation outside <pre>; scoring a held-out file's
+    indented verse against models trained on such text measures the indentation (each
+    space a token no tokenizer of the corpus merged), not the language."""
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
 def _graph(stages: dict[str, dict]) -> dict[str, list[str]]:
@@ -245,7 +279,8 @@ def arm_pipelines(ablation: Ablation, base: dict[str, Any], heldout: dict[str, l
         own = {n: s for n, s in own.items() if n in kept}
         if ablation.decontaminate:
             own["decontaminate"] = {"kind": "decontaminate", "inputs": [arm_corpus], "params": {
-                "paths": [str(p) for files in heldout.values() for p in files],
+                # each file once: a file in two sets (kept and collapsed) is one path
+                "paths": list(dict.fromkeys(str(p) for files in heldout.values() for p in files)),
                 "ngram": ablation.ngram}}
             arm_corpus = "decontaminate"
         own["tokenizer"] = {"kind": "train_tokenizer", "inputs": [arm_corpus],
@@ -349,7 +384,8 @@ def evaluate(ablation: Ablation, config: dict[str, Any], names: dict[str, dict[s
     views = {v.name: v for v in load_stages(run_dir)}
     cache_path = run_dir / "ablation" / "eval.json"
     cache = json.loads(read_text(cache_path)) if cache_path.exists() else {}
-    documents = {name: heldout_documents(files) for name, files in heldout.items()}
+    documents = {name: heldout_documents(files, ablation.heldout[name].whitespace)
+                 for name, files in heldout.items()}
     doc_hash = {name: hashlib.sha256("\0".join(d).encode()).hexdigest()[:16]
                 for name, d in documents.items()}
     results: dict[str, Any] = {}
@@ -387,7 +423,8 @@ def evaluate(ablation: Ablation, config: dict[str, Any], names: dict[str, dict[s
     write_bytes(cache_path, json.dumps(cache, indent=2, sort_keys=True).encode())
     summary = {"ablation": ablation.name, "run_dir": str(run_dir), "tokens": ablation.tokens,
                "seeds": ablation.seeds,
-               "heldout": {n: {"documents": len(d), "bytes": sum(len(t.encode()) for t in d)}
+               "heldout": {n: {"documents": len(d), "bytes": sum(len(t.encode()) for t in d),
+                               "whitespace": ablation.heldout[n].whitespace}
                            for n, d in documents.items()},
                "arms": results}
     write_bytes(run_dir / "ablation" / "results.json", json.dumps(summary, indent=2).encode())

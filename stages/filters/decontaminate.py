@@ -75,7 +75,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from pipeline.documents import Document, Rejected
-from pipeline.inputs import expand_paths, fingerprint_files
+from pipeline.inputs import content_fingerprint, expand_paths, fingerprint_files
 from pipeline.stage import FilterStage, Params, StageInput, Task
 
 _WORD = re.compile(r"\w+")
@@ -254,7 +254,9 @@ class Decontaminate(FilterStage):
         return tuple(expand_paths(self.params.paths, f"stage '{self.name}': params.paths"))
 
     def fingerprint(self) -> Any:
-        return fingerprint_files(list(self.files()))
+        # by content: the evaluation files are small, and a copy of them (a data folder
+        # restored or synced with new times) must not re-run every arm's training after this
+        return content_fingerprint(list(self.files()))
 
     def eval_ngrams(self) -> EvalNgrams:
         files = self.files()

@@ -156,3 +156,45 @@ def test_two_arms_end_to_end_shared_stages_once_and_a_rerun_is_a_noop(tmp_path, 
     out = capsys.readouterr().out
     assert "| default |" in out and "| raw |" in out and "kjv bits/byte" in out
     assert {p: p.stat().st_mtime_ns for p in run.glob("*/manifest.json")} == manifests
+
+
+INDENTED = ("SCENE II. A Room.\n\n\n\nLEONTES.\nToo hot, too hot!\n"
+            "                   Stay your thanks a while,\n  [Exit CURIO.  Music.]\t \n\n"
+            "        SONG\n  O, mistress mine, where are you roaming?\n")
+
+
+def test_collapsed_held_out_text_is_what_extraction_gives_for_the_page():
+    from demo.site import _article_page
+    from stages.ingest.extract import extract_text
+
+    collapsed = ablate.collapse_whitespace(INDENTED)
+    assert collapsed == ("SCENE II. A Room.\n\nLEONTES.\nToo hot, too hot!\nStay your thanks "
+                         "a while,\n[Exit CURIO. Music.]\n\nSONG\nO, mistress mine, where are "
+                         "you roaming?")
+    # the demo site's page of the same text, through the pipeline's extractor
+    blocks = [b for b in INDENTED.split("\n\n") if b.strip()]
+    page = _article_page({"slug": "p", "title": "Play", "tags": ["fiction"], "date": "1623-11-01",
+                          "paragraphs": blocks}, [])
+    extracted = extract_text({"engine": "resiliparse"}, page)
+    assert collapsed in extracted
+    assert ablate.collapse_whitespace(collapsed) == collapsed
+
+
+def test_a_collapsed_set_is_scored_collapsed_and_decontaminates_once(tmp_path):
+    path = write_project(tmp_path, {"default": {}})
+    spec = yaml.safe_load(path.read_text())
+    (tmp_path / "heldout" / "h0.txt").write_text(INDENTED)
+    spec["heldout"] = {"kjv": {"files": ["heldout/*.txt"], "whitespace": "collapse"},
+                       "kjv_as_given": ["heldout/h0.txt"]}
+    path.write_text(yaml.safe_dump(spec))
+    ablation, config, names, heldout = ablate.build_run(path)
+    decon = config["stages"][names["default"]["decontaminate"]]
+    assert decon["params"]["paths"] == [str(p) for p in heldout["kjv"]]  # h0 once
+    docs = ablate.heldout_documents(heldout["kjv"], ablation.heldout["kjv"].whitespace)
+    assert docs[0] == ablate.collapse_whitespace(INDENTED) != INDENTED
+    assert ablation.heldout["kjv_as_given"].whitespace == "keep"
+    assert ablate.heldout_documents(heldout["kjv_as_given"]) == [INDENTED]
+    spec["heldout"]["kjv"]["whitespace"] = "squash"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ablate.AblationError, match="heldout.kjv.whitespace: Input should be 'keep' or 'collapse'"):
+        ablate.build_run(path)

@@ -112,6 +112,19 @@ def test_planted_ngrams_dropped_near_misses_kept(tmp_path):
     assert {row["decontaminate_matches"] for row in kept.values()} == {0}
 
 
+def test_evaluation_files_restored_with_new_times_keep_the_cache_an_edit_does_not(tmp_path):
+    import os
+
+    evals = write_evals(tmp_path)
+    cfg = config(tmp_path, eval_params(evals))
+    assert {o.name: o.status for o in run(cfg)}["decontam"] == "ran"
+    for path in evals.rglob("*.*"):  # the same bytes, as a copy or a re-provisioned folder has them
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert {o.name: o.status for o in run(cfg)}["decontam"] == "skipped"
+    (evals / "heldout.txt").write_text(HELDOUT.replace("April", "March"))
+    assert {o.name: o.status for o in run(cfg)}["decontam"] == "ran"
+
+
 def test_ngram_size_and_min_matches_come_from_params(tmp_path):
     evals = write_evals(tmp_path)
     # 12-word n-grams: the near miss now matches too
