@@ -49,7 +49,11 @@ The budget (1.2M tokens per arm and seed, two seeds) is less than one pass over 
 
 Evaluation is on clean text no arm saw: three Shakespeare plays and three King James
 books that are not on the site, and two texts of other kinds: Edith Wharton's The Verdict
-(modern narrative prose) and the English vim tutor (a technical manual). Each held-out document is encoded with the arm's own
+(modern narrative prose) and the English vim tutor (a technical manual). The plays are
+scored as the site shows a play (`shakespeare`: lines stripped, single spaces, which is
+byte for byte the text the crawl gives for the plays on the site) and as Project Gutenberg
+indents them (`shakespeare_indented`: verse indented by up to 28 spaces, which no page of
+the crawl has). Each held-out document is encoded with the arm's own
 tokenizer, preceded by `<|eos|>` (the document separator every arm trained with, so the
 first token is predicted too), and cut into windows of the model's context; the summed
 cross-entropy of every token, in bits, is divided by the document's UTF-8 bytes (windows
