@@ -171,9 +171,8 @@ def _expand_vars(value: Any) -> Any:
 def heldout_files(ablation: Ablation, root: Path, where: str) -> dict[str, list[Path]]:
     sets = {}
     for name, spec in ablation.heldout.items():
-        patterns = spec.files
         files: list[Path] = []
-        for pattern in patterns:
+        for pattern in spec.files:
             expanded = pattern  # $VARS expanded when the file was read
             full = expanded if Path(expanded).is_absolute() else str(root / expanded)
             matched = sorted(glob.glob(full, recursive=True))
