@@ -12,12 +12,13 @@ with new times, keeps every stage after them cached.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from pipeline.storage import sha256_file
 
 
 def expand_paths(patterns: list[str], where: str) -> list[tuple[str, str]]:
@@ -49,17 +50,12 @@ def fingerprint_files(files: list[tuple[str, str]]) -> list[list[Any]]:
 
 
 def content_fingerprint(files: list[tuple[str, str]]) -> list[list[Any]]:
-    """[source, size, sha256] per file, read 1 MiB at a time; None for a file that cannot
-    be read. For files small enough to hash on every run (evaluation sets)."""
+    """[source, sha256] per file (None for a file that cannot be read). For files small
+    enough to hash on every run (evaluation sets)."""
     result = []
     for url, source in files:
-        digest, size = hashlib.sha256(), 0
         try:
-            with fsspec.open(url, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-            result.append([source, size, digest.hexdigest()])
+            result.append([source, sha256_file(url)])
         except OSError:
-            result.append([source, None, None])
+            result.append([source, None])
     return result
